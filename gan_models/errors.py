@@ -1,0 +1,30 @@
+"""Typed exceptions of the library. Only front doors (app, CLI) turn them into user messages."""
+
+from __future__ import annotations
+
+
+class GanModelsError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class UnknownModelError(GanModelsError, KeyError):
+    """A model id that is not in SPECS (the message lists the valid ids)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message with quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidImageError(GanModelsError, ValueError):
+    """An image that cannot be read or used: corrupt, empty, unsupported mode, too small."""
+
+
+class ImageTooLargeError(InvalidImageError):
+    """An image over the pixel limit (decompression-bomb guard)."""
+
+
+class WeightsUnavailableError(GanModelsError):
+    """The weights file cannot be obtained: Hub unreachable and nothing cached or bundled."""
+
+
+class WeightsError(GanModelsError):
+    """A weights file exists but cannot be used: corrupt, unsafe pickle, or keys that do not match the network."""
