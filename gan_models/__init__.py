@@ -1,0 +1,57 @@
+"""gan_models: pretrained GAN generators for style transfer, sketch to photo and 4x upscaling.
+
+    >>> from gan_models import SPECS, translator_for
+    >>> translator = translator_for("default-upscale-x4")
+    >>> result = translator("photo.png")          # PIL image, exactly 4x the input size
+"""
+
+from __future__ import annotations
+
+from .backends import Backend, BackendOutOfMemory, TorchBackend
+from .errors import (
+    GanModelsError,
+    ImageTooLargeError,
+    InvalidImageError,
+    UnknownModelError,
+    WeightsError,
+    WeightsUnavailableError,
+)
+from .pipeline import Translator, default_backend, translator_for
+from .specs import SPECS, TASKS, ModelSpec, get_spec, spec_from_config, specs_for_task
+from .weights import (
+    LoadedModel,
+    WeightsSource,
+    load_generator,
+    load_generator_with_source,
+    load_with_fallback,
+    resolve_weights,
+    save_model_folder,
+)
+
+__all__ = [
+    "SPECS",
+    "TASKS",
+    "Backend",
+    "BackendOutOfMemory",
+    "GanModelsError",
+    "ImageTooLargeError",
+    "InvalidImageError",
+    "LoadedModel",
+    "ModelSpec",
+    "TorchBackend",
+    "Translator",
+    "UnknownModelError",
+    "WeightsError",
+    "WeightsSource",
+    "WeightsUnavailableError",
+    "default_backend",
+    "get_spec",
+    "load_generator",
+    "load_generator_with_source",
+    "load_with_fallback",
+    "resolve_weights",
+    "save_model_folder",
+    "spec_from_config",
+    "specs_for_task",
+    "translator_for",
+]

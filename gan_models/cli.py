@@ -1,0 +1,150 @@
+"""Command line: list models, translate or upscale files and folders.
+
+    python -m gan_models list [--task upscale]
+    python -m gan_models run default-upscale-x4 photo.jpg more/ -o out/ [--tile 256] [--outscale 2]
+
+Bad files are reported and skipped; the batch goes on and the exit code is 1 when any file failed.
+Library errors become one line on stderr (exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import GanModelsError
+from .specs import SPECS, TASKS
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _parse_tile(text: str) -> int | str | None:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tile must be 'auto', 0 (no tiling) or a size in pixels, not {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError("tile must not be negative")
+    return value or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gan_models", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="list the models on offer")
+    ls.add_argument("--task", choices=TASKS, help="only this task")
+
+    run = sub.add_parser("run", help="translate or upscale image files and folders")
+    run.add_argument("model", help="model id (see `list`) or a train.py output folder")
+    run.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    run.add_argument("-o", "--out", type=Path, required=True, help="output folder (created if missing)")
+    run.add_argument("--tile", type=_parse_tile, default="auto", help="tile size in input pixels, 0 = none, auto")
+    run.add_argument("--outscale", type=float, default=None, help="final scale (default: the model's scale)")
+    run.add_argument("--backend", default="auto", help="auto | torch | onnx")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    run.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    run.add_argument("--no-fallback", action="store_true", help="fail instead of using a bundled fallback model")
+    run.add_argument("--suffix", default=None, help="added to output names (default: _MODEL)")
+    return parser
+
+
+def iter_images(inputs: Sequence[Path]) -> Iterator[Path]:
+    """Files as given, folders searched recursively for image files, in a stable order, each once."""
+    seen: set[Path] = set()
+    for item in inputs:
+        candidates = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir() else [item]
+        for path in candidates:
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                yield path
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    width = max(len(k) for k in SPECS)
+    for spec in SPECS.values():
+        if args.task and spec.task != args.task:
+            continue
+        where = "bundled" if spec.is_bundled else f"hub:{spec.repo_id}"
+        print(f"{spec.id:<{width}}  {spec.task:<12}  x{spec.scale}  {where:<40}  {spec.title}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .imaging import save_png
+    from .pipeline import translator_for
+
+    out_dir: Path = args.out
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GanModelsError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from exc
+    if not _writable(out_dir):
+        raise GanModelsError(f"output folder {out_dir} is not writable")
+    files = list(iter_images(args.inputs))
+    missing = [p for p in files if not p.exists()]
+    if not files:
+        raise GanModelsError("no input images found in " + ", ".join(map(str, args.inputs)))
+
+    translator = translator_for(
+        args.model, backend=args.backend, device=args.device, threads=args.threads, allow_fallback=not args.no_fallback
+    )
+    if translator.source is not None and translator.source.note:
+        print(f"note: {translator.source.note}", file=sys.stderr)
+    suffix = args.suffix if args.suffix is not None else f"_{translator.spec.id}"
+    failures: list[tuple[Path, str]] = [(p, "no such file") for p in missing]
+    written = 0
+    bar = tqdm([p for p in files if p.exists()], desc=translator.spec.id, unit="img", file=sys.stderr)
+    for path in bar:
+        bar.set_postfix_str(path.name[-30:])
+        target = out_dir / f"{path.stem}{suffix}.png"
+        if target.resolve() == path.resolve():
+            failures.append((path, "output would overwrite the input; choose another -o or --suffix"))
+            continue
+        try:
+            result = translator(path, tile=args.tile, outscale=args.outscale)
+            save_png(result, target)
+            written += 1
+        except GanModelsError as exc:
+            failures.append((path, str(exc)))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                raise GanModelsError(f"cannot write {target}: {exc.strerror}; stopped after {written} files") from exc
+            failures.append((path, f"{type(exc).__name__}: {exc}"))
+    for path, reason in failures:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{written} written to {out_dir}, {len(failures)} skipped", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _writable(folder: Path) -> bool:
+    probe = folder / ".gan_models_write_test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return False
+    return True
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except GanModelsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
