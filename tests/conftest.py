@@ -1,0 +1,119 @@
+"""Shared fixtures: tiny seeded models saved as local specs, a fake offline Hub cache, sample images.
+
+Everything here is offline and CPU-only. Hub files are written in the exact layout huggingface_hub uses
+(`models--owner--name/snapshots/<sha>/<file>` + `refs/main`), so the real client code resolves them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gan_models.specs import ModelSpec, spec_from_config
+from gan_models.weights import build_generator, save_model_folder
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
+
+# Small widths with the same key structure as the real networks, for checkpoints written in the real layouts.
+TINY_KWARGS: dict[str, dict] = {
+    "resnet_generator": {"in_channels": 3, "out_channels": 3, "ngf": 8, "n_blocks": 2},
+    "unet_generator": {"in_channels": 3, "out_channels": 3, "num_downs": 5, "ngf": 8},
+    "huggan_unet": {"in_channels": 3, "out_channels": 3},
+    "srresnet": {"in_channels": 3, "out_channels": 3, "channels": 8, "num_rcb": 2, "upscale": 4},
+    "rrdbnet": {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_block": 2, "num_grow_ch": 4, "scale": 4},
+    "srvgg_compact": {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"},
+}
+
+TINY_FIELDS: dict[str, dict] = {
+    "upscale": {"arch": "srvgg_compact", "arch_kwargs": TINY_KWARGS["srvgg_compact"], "value_range": [0, 1],
+                "scale": 4, "size_multiple": 1, "tile": 32, "tile_overlap": 8},
+    "style": {"arch": "resnet_generator", "arch_kwargs": TINY_KWARGS["resnet_generator"], "value_range": [-1, 1],
+              "scale": 1, "size_multiple": 4, "tile": None},
+    "sketch2photo": {"arch": "unet_generator",
+                     "arch_kwargs": {**TINY_KWARGS["unet_generator"], "norm": "instance"},
+                     "value_range": [-1, 1], "scale": 1, "size_multiple": 32, "tile": None, "input_size": 64},
+}
+
+
+def tiny_spec_fields(task: str) -> dict:
+    return {"id": f"tiny-{task}", "title": f"Tiny {task}", "task": task, "licence": "test", **TINY_FIELDS[task]}
+
+
+def make_tiny_model(folder: Path, task: str, *, seed: int = 0) -> ModelSpec:
+    """A seeded random-init model of `task` written as a train.py output folder, loaded back as a spec."""
+    fields = tiny_spec_fields(task)
+    torch.manual_seed(seed)
+    spec = ModelSpec(**{**fields, "value_range": tuple(fields["value_range"])})
+    save_model_folder(build_generator(spec), folder, spec_fields=fields)
+    return spec_from_config(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_specs(tmp_path_factory) -> dict[str, ModelSpec]:
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {task: make_tiny_model(root / task, task) for task in TINY_FIELDS}
+
+
+def hub_cache_path(cache: Path, spec: ModelSpec) -> Path:
+    """Where huggingface_hub keeps `spec`'s file in `cache`; writes refs/main when the revision is a branch."""
+    folder = cache / f"{spec.repo_type}s--{spec.repo_id.replace('/', '--')}"
+    revision = spec.revision or "main"
+    sha = revision
+    if len(revision) != 40:
+        sha = FAKE_SHA
+        (folder / "refs").mkdir(parents=True, exist_ok=True)
+        (folder / "refs" / revision).write_text(sha)
+    target = folder / "snapshots" / sha / spec.filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache under HF_HOME with HF_HUB_OFFLINE=1; returns the hub cache folder."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    return cache
+
+
+def tiny_variant(spec: ModelSpec) -> ModelSpec:
+    """`spec` with a small network of the same key layout (real files are 6-220 MB)."""
+    kwargs = TINY_KWARGS[spec.arch]
+    if spec.arch == "unet_generator":
+        kwargs = {**kwargs, "norm": spec.arch_kwargs.get("norm", "batch")}
+    if "scale" in spec.arch_kwargs:
+        kwargs = {**kwargs, "scale": spec.arch_kwargs["scale"]}
+    return dataclasses.replace(spec, arch_kwargs=kwargs)
+
+
+def rgb_image(w: int = 40, h: int = 28, *, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A smooth seeded test picture (gradients + blobs), converted to `mode`."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / max(w - 1, 1), yy / max(h - 1, 1), 0.5 + 0.5 * np.sin((xx + yy) / 5)], axis=-1)
+    base += rng.normal(0, 0.03, base.shape).astype(np.float32)
+    img = Image.fromarray((np.clip(base, 0, 1) * 255).astype(np.uint8), "RGB")
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def skip_without_shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    os.environ.setdefault("GAN_MODELS_TILE_BUDGET_MB", "1536")

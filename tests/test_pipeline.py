@@ -1,0 +1,121 @@
+"""Translator: any size in, exact size out; modes kept; tiling parity; OOM retry; concurrency."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gan_models import GanModelsError, Translator, translator_for
+from gan_models.backends import BackendOutOfMemory, TorchBackend
+from gan_models.weights import load_generator
+
+from .conftest import rgb_image
+
+
+def _translator(spec) -> Translator:
+    return Translator(spec, TorchBackend(load_generator(spec), device="cpu"))
+
+
+@pytest.mark.parametrize("task", ["upscale", "style", "sketch2photo"])
+@pytest.mark.parametrize("size", [(1, 1), (37, 23), (70, 5)])
+def test_any_size_in_exact_size_out(tiny_specs, task, size):
+    spec = tiny_specs[task]
+    out = _translator(spec)(rgb_image(*size))
+    assert out.size == (size[0] * spec.scale, size[1] * spec.scale)
+    assert out.mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("RGBA", "RGBA"), ("L", "L"), ("LA", "LA"), ("P", "RGB"), ("CMYK", "RGB")]
+)
+def test_modes_are_kept(tiny_specs, mode, expected):
+    img = rgb_image(20, 12, mode=mode)
+    if mode == "RGBA":
+        alpha = np.zeros((12, 20), np.uint8)
+        alpha[:, 10:] = 255
+        img.putalpha(Image.fromarray(alpha))
+    for task in ("upscale", "style"):
+        spec = tiny_specs[task]
+        out = _translator(spec)(img)
+        assert out.mode == expected, (task, mode)
+        assert out.size == (20 * spec.scale, 12 * spec.scale)
+    if mode == "RGBA":
+        up = np.asarray(_translator(tiny_specs["upscale"])(img).getchannel("A"))
+        assert up[:, :30].max() <= 8 and up[:, 50:].min() >= 247  # alpha upscaled, edges kept apart
+
+
+def test_sixteen_bit_grayscale_stays_sixteen_bit(tiny_specs):
+    ramp = (np.linspace(0, 65535, 24 * 16).reshape(16, 24)).astype(np.uint16)
+    img = Image.fromarray(ramp, "I;16")
+    out = _translator(tiny_specs["upscale"])(img)
+    assert out.mode in ("I;16", "I")
+    assert out.size == (96, 64)
+    assert np.asarray(out).max() > 255  # real 16-bit values, not an 8-bit image
+
+
+def test_outscale_resizes_the_result(tiny_specs):
+    out = _translator(tiny_specs["upscale"])(rgb_image(30, 20), outscale=2)
+    assert out.size == (60, 40)
+    with pytest.raises(GanModelsError, match="outscale"):
+        _translator(tiny_specs["upscale"])(rgb_image(30, 20), outscale=0)
+
+
+def test_tiled_matches_untiled_away_from_borders(tiny_specs):
+    spec = tiny_specs["upscale"]
+    translator = _translator(spec)
+    x = np.random.default_rng(0).random((1, 3, 90, 70), dtype=np.float32)
+    whole = translator.run_array(x, tile=None)
+    tiled = translator.run_array(x, tile=32)
+    assert whole.shape == tiled.shape == (1, 3, 360, 280)
+    m = 8 * spec.scale
+    assert np.abs(whole - tiled)[..., m:-m, m:-m].max() < 1 / 255
+
+
+def test_out_of_memory_halves_the_tile(tiny_specs):
+    spec = tiny_specs["upscale"]
+    inner = TorchBackend(load_generator(spec), device="cpu")
+    seen: list[tuple[int, ...]] = []
+
+    class SmallMemory:
+        name, device, precision = "torch", "cpu", "fp32"
+
+        def __call__(self, x):
+            seen.append(x.shape)
+            if x.shape[-1] > 64:
+                raise BackendOutOfMemory("simulated")
+            return inner(x)
+
+    x = np.random.default_rng(1).random((1, 3, 100, 150), dtype=np.float32)
+    out = Translator(spec, SmallMemory()).run_array(x, tile=256)
+    assert out.shape == (1, 3, 400, 600)
+    assert max(s[-1] for s in seen) > 64 and seen[-1][-1] <= 64
+    np.testing.assert_allclose(out, Translator(spec, inner).run_array(x, tile=64), atol=1e-6)
+
+
+def test_concurrent_calls_match_single_thread(tiny_specs):
+    spec = tiny_specs["upscale"]
+    translator = _translator(spec)
+    images = [rgb_image(24 + 3 * i, 20, seed=i) for i in range(6)]
+    expected = [np.asarray(translator(img)) for img in images]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i):
+        results[i] = np.asarray(translator(images[i], tile=16))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, want in enumerate(expected):
+        assert np.abs(results[i].astype(int) - want.astype(int)).max() <= 1
+
+
+def test_translator_for_local_folder(tiny_specs):
+    translator = translator_for(str(tiny_specs["style"].bundled.parent), backend="torch", device="cpu")
+    assert translator.spec.id == "tiny-style" and translator.source.origin == "local"
+    with pytest.raises(GanModelsError, match="backend"):
+        translator_for(str(tiny_specs["style"].bundled.parent), backend="nope", device="cpu")

@@ -1,0 +1,174 @@
+"""One conformance suite over every spec in SPECS: build, shapes, scale, range, round trip, real-layout loads."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import hf_hub_download
+
+from gan_models import SPECS, ModelSpec, get_spec, load_generator, load_with_fallback
+from gan_models.errors import UnknownModelError, WeightsUnavailableError
+from gan_models.weights import build_generator, read_state_dict, resolve_weights, save_model_folder
+
+from .conftest import hub_cache_path, tiny_variant
+
+SPEC_IDS = list(SPECS)
+HUB_SPECS = [k for k, s in SPECS.items() if s.repo_id is not None]
+
+
+def test_specs_cover_the_offer():
+    tasks = {s.task for s in SPECS.values()}
+    assert tasks == {"style", "sketch2photo", "upscale"}
+    styles = {k for k, s in SPECS.items() if s.task == "style"}
+    assert {"style-monet", "style-vangogh", "style-cezanne", "style-ukiyoe", "horse2zebra", "zebra2horse"} <= styles
+    assert len([s for s in SPECS.values() if s.task == "sketch2photo"]) >= 3
+    upscalers = [s for s in SPECS.values() if s.task == "upscale"]
+    assert {s.arch for s in upscalers} >= {"srresnet", "rrdbnet"}
+    for task in tasks:  # each tab works offline on a bundled model
+        assert any(s.is_bundled for s in SPECS.values() if s.task == task)
+
+
+@pytest.mark.parametrize("spec_id", SPEC_IDS)
+def test_spec_is_consistent(spec_id):
+    spec = SPECS[spec_id]
+    assert spec.id == spec_id
+    assert spec.licence and spec.title and spec.description
+    if spec.repo_id is not None:
+        assert spec.filename and spec.revision
+        assert spec.repo_type in {"model", "space"}
+        assert spec.fallback in SPECS and SPECS[spec.fallback].is_bundled
+        assert SPECS[spec.fallback].task == spec.task
+    else:
+        assert spec.bundled is not None and spec.bundled.suffix == ".safetensors"
+    assert spec.value_range in {(-1.0, 1.0), (0.0, 1.0)}
+    if spec.task == "upscale":
+        assert spec.scale in (2, 4, 8) and spec.tile is not None
+    else:
+        assert spec.scale == 1 and spec.tile is None  # InstanceNorm nets see the whole image
+
+
+@pytest.mark.parametrize("spec_id", SPEC_IDS)
+def test_full_size_network_shapes_and_range(spec_id):
+    spec = SPECS[spec_id]
+    model = build_generator(spec).eval()
+    side = max(spec.size_multiple, 16)
+    x = torch.rand(1, 3, side, side + spec.size_multiple) * (spec.value_range[1] - spec.value_range[0])
+    x = x + spec.value_range[0]
+    with torch.inference_mode():
+        y = model(x)
+    assert y.shape == (1, 3, side * spec.scale, (side + spec.size_multiple) * spec.scale)
+    assert torch.isfinite(y).all()
+    if spec.value_range == (-1.0, 1.0):  # Tanh head
+        assert y.min() >= -1 and y.max() <= 1
+
+
+@pytest.mark.parametrize("spec_id", SPEC_IDS)
+def test_safetensors_round_trip(spec_id, tmp_path):
+    spec = tiny_variant(SPECS[spec_id])
+    model = build_generator(spec)
+    save_model_folder(model, tmp_path, spec_fields={"id": spec.id})
+    state = read_state_dict(tmp_path / "model.safetensors")
+    assert state.keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(state[key], value), key
+
+
+def _real_layout_checkpoint(spec: ModelSpec, model: torch.nn.Module) -> dict:
+    """The dict the real Hub file holds, per HUB_CHECKPOINTS.md."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if spec.arch == "resnet_generator" and spec.key_prefix is None:
+        # Old junyanz files carry InstanceNorm running stats the network has no buffers for.
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.InstanceNorm2d):
+                state[f"{name}.running_mean"] = torch.zeros(module.num_features)
+                state[f"{name}.running_var"] = torch.ones(module.num_features)
+        return state
+    if spec.key_prefix == "G_B.":  # tmabraham: all four CycleGAN nets in one file
+        other = {k: torch.randn_like(v) for k, v in state.items()}
+        return {
+            **{f"G_B.{k}": v for k, v in state.items()},
+            **{f"G_A.{k}": v for k, v in other.items()},
+            "D_A.model.0.weight": torch.zeros(4, 3, 4, 4),
+            "D_B.model.0.weight": torch.zeros(4, 3, 4, 4),
+        }
+    if spec.id == "realesrgan-x4plus":
+        return {"params_ema": state}
+    if spec.arch == "srresnet":  # SRGAN-PyTorch training checkpoints: wrapped, compiled-model prefixes
+        return {"epoch": 7, "best_psnr": 28.5, "state_dict": {f"_orig_mod.{k}": v for k, v in state.items()}}
+    return state
+
+
+@pytest.mark.parametrize("spec_id", HUB_SPECS)
+def test_strict_load_from_offline_hub_cache(spec_id, offline_hub):
+    spec = tiny_variant(SPECS[spec_id])
+    torch.manual_seed(1)
+    reference = build_generator(spec)
+    target = hub_cache_path(offline_hub, spec)
+    torch.save(_real_layout_checkpoint(spec, reference), target)
+
+    source = resolve_weights(spec)
+    assert source.origin == "hub-cache" and source.path.samefile(target)
+    # The real client resolves the same file from our cache layout (so the layout is not just ours).
+    direct = hf_hub_download(spec.repo_id, spec.filename, repo_type=spec.repo_type, revision=spec.revision,
+                             cache_dir=offline_hub, local_files_only=True)
+    assert hashlib.sha256(open(direct, "rb").read()).digest() == hashlib.sha256(target.read_bytes()).digest()
+
+    model = load_generator(spec)
+    assert not model.training
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("spec_id", ["style-monet", "edges2shoes", "realesrgan-x4"])
+def test_offline_without_cache_falls_back_to_bundled(spec_id, offline_hub, tmp_path, monkeypatch):
+    spec = SPECS[spec_id]
+    fallback = SPECS[spec.fallback]
+    with pytest.raises(WeightsUnavailableError, match="offline"):
+        resolve_weights(spec)
+    if not fallback.bundled.is_file():
+        # Bundled weights are produced by the offline-defaults training; point at a stand-in file meanwhile.
+        stand_in = tmp_path / "bundled.safetensors"
+        save_model_folder(build_generator(fallback), tmp_path, spec_fields={})
+        (tmp_path / "model.safetensors").rename(stand_in)
+        monkeypatch.setitem(SPECS, fallback.id, dataclasses.replace(fallback, bundled=stand_in))
+    loaded = load_with_fallback(spec)
+    assert loaded.spec.id == fallback.id
+    assert loaded.source.fell_back and spec.id in loaded.source.note
+
+
+def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a closed loopback port: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailableError, match="style-monet"):
+        resolve_weights(SPECS["style-monet"])
+    assert time.monotonic() - start < 30
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(UnknownModelError) as info:
+        get_spec("no-such-model")
+    assert "default-upscale-x4" in str(info.value)
+
+
+@pytest.mark.parametrize("spec_id", [k for k, s in SPECS.items() if s.is_bundled])
+def test_bundled_weights_load_and_run(spec_id):
+    spec = SPECS[spec_id]
+    if not spec.bundled.is_file():
+        pytest.skip(f"{spec.bundled.name} not trained yet")
+    model = load_generator(spec)
+    side = max(spec.size_multiple, 32)
+    with torch.inference_mode():
+        y = model(torch.zeros(1, 3, side, side))
+    assert y.shape[-1] == side * spec.scale and np.isfinite(y.numpy()).all()
