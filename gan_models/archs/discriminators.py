@@ -66,7 +66,11 @@ class NLayerDiscriminator(nn.Module):
         for n in range(1, n_layers):
             prev, mult = mult, min(2**n, 8)
             # (N, ndf*mult, H/2**(n+1), W/2**(n+1))
-            layers += [conv(ndf * prev, ndf * mult, 2, use_bias), _patch_norm(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
+            layers += [
+                conv(ndf * prev, ndf * mult, 2, use_bias),
+                _patch_norm(norm, ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
         prev, mult = mult, min(2**n_layers, 8)
         layers += [conv(ndf * prev, ndf * mult, 1, use_bias), _patch_norm(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
         layers.append(conv(ndf * mult, 1, 1, True))  # (N, 1, H/2**n_layers - 2, W/2**n_layers - 2)
@@ -90,7 +94,7 @@ class SRGANDiscriminator(nn.Module):
 
     def __init__(self, *, in_channels: int = 3, channels: int = 64) -> None:
         super().__init__()
-        widths = [channels, channels, channels * 2, channels * 2, channels * 4, channels * 4, channels * 8, channels * 8]
+        widths = [channels * m for m in (1, 1, 2, 2, 4, 4, 8, 8)]
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=True), nn.LeakyReLU(0.2, True)]
         for i in range(1, len(widths)):
             # Odd layers halve the resolution: (N, channels*8, H/16, W/16) after the last one.
