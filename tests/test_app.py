@@ -1,0 +1,247 @@
+"""The Gradio app end to end: the real server, tiny local models, real image files, gradio_client calls.
+
+One server serves the whole module (offline, CPU). Its models are tiny seeded networks written as train.py output
+folders, plus three that exercise failure paths: a Hub model with a bundled fallback, a Hub model without one, and a
+model whose weights file is corrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from app import EMPTY_CANVAS_MESSAGE, AppConfig, build_demo, launch_options
+from gan_models import ModelSpec
+
+from .conftest import make_tiny_model, rgb_image
+
+PUBLIC_ENDPOINTS = {"/style_transfer", "/sketch_to_photo", "/upscale", "/models"}
+MAX_UPSCALE_PIXELS = 120_000
+
+
+def build_app_models(root: Path) -> dict[str, ModelSpec]:
+    """Tiny working models for each task and the failure cases, keyed by id."""
+    style = make_tiny_model(root / "style", "style")
+    sketch = make_tiny_model(root / "sketch", "sketch2photo")
+    upscale = make_tiny_model(root / "upscale", "upscale")
+    broken_file = root / "broken" / "model.safetensors"
+    broken_file.parent.mkdir(parents=True, exist_ok=True)
+    broken_file.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + bytes(64))
+    hub = {"repo_id": "nobody/not-a-real-repo", "filename": "model.bin", "revision": "main", "bundled": None}
+    specs = [
+        style,
+        dataclasses.replace(style, id="hub-style", title="Hub style (falls back)", fallback=style.id, **hub),
+        sketch,
+        upscale,
+        dataclasses.replace(upscale, id="hub-upscale", title="Hub upscale (no fallback)", fallback=None, **hub),
+        dataclasses.replace(upscale, id="broken-upscale", title="Broken upscale", bundled=broken_file),
+    ]
+    return {spec.id: spec for spec in specs}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(specs: Mapping[str, ModelSpec], config: AppConfig, hf_home: Path) -> Iterator[str]:
+    """Run the app on a free local port with the Hub offline; yields its URL."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_HOME", str(hf_home))
+        mp.delenv("HF_HUB_CACHE", raising=False)
+        demo = build_demo(specs=specs, config=config)
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                    **launch_options(config))
+        try:
+            yield demo.local_url
+        finally:
+            demo.close()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("app_images")
+    paths = {name: root / f"{name}.png" for name in ("rgb", "rgba", "gray", "gray16", "sketch", "blank", "big")}
+    rgb_image(40, 28).save(paths["rgb"])
+    rgba = rgb_image(36, 20)
+    alpha = np.zeros((20, 36), np.uint8)
+    alpha[:, 18:] = 255
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(paths["rgba"])
+    rgb_image(30, 22, mode="L").save(paths["gray"])
+    Image.fromarray(np.linspace(0, 65535, 24 * 16).reshape(16, 24).astype(np.uint16)).save(paths["gray16"])
+    sketch = Image.new("RGB", (100, 80), "white")
+    sketch.paste((0, 0, 0), (20, 20, 80, 24))
+    sketch.paste((0, 0, 0), (48, 20, 52, 70))
+    sketch.save(paths["sketch"])
+    Image.new("RGB", (90, 90), "white").save(paths["blank"])
+    rgb_image(400, 320).save(paths["big"])  # 128 000 px: over MAX_UPSCALE_PIXELS
+    paths["corrupt"] = root / "corrupt.png"
+    paths["corrupt"].write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory) -> Iterator[Client]:
+    root = tmp_path_factory.mktemp("app_server")
+    config = AppConfig(concurrency=2, max_upscale_pixels=MAX_UPSCALE_PIXELS, max_style_side=64,
+                       max_file_size="1mb", retry_after_s=600)
+    with serve(build_app_models(root / "models"), config, root / "hf") as url:
+        yield Client(url, verbose=False, download_files=str(root / "downloads"))
+
+
+def _open(path: str) -> Image.Image:
+    img = Image.open(path)
+    img.load()
+    return img
+
+
+def test_public_api_names(client):
+    endpoints = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert endpoints == PUBLIC_ENDPOINTS
+
+
+def test_models_lists_every_model_with_its_facts(client):
+    rows = {row["id"]: row for row in client.predict(api_name="/models")}
+    assert set(rows) == {"tiny-style", "hub-style", "tiny-sketch2photo", "tiny-upscale", "hub-upscale",
+                         "broken-upscale"}
+    assert rows["tiny-upscale"]["task"] == "upscale" and rows["tiny-upscale"]["bundled"] is True
+    assert rows["hub-style"]["hub_repo"] == "nobody/not-a-real-repo" and rows["hub-style"]["bundled"] is False
+    assert all(isinstance(row["available"], bool) and row["status"] for row in rows.values())
+
+
+def test_style_transfer_keeps_size_and_reports_the_run(client, files):
+    out, info = client.predict(handle_file(files["rgb"]), "tiny-style", "original", api_name="/style_transfer")
+    img = _open(out)
+    assert img.size == (40, 28) and img.mode == "RGB"
+    assert "tiny-style" in info and "torch on cpu" in info and " s " in info
+
+
+def test_style_transfer_output_sizes_and_alpha(client, files):
+    out, _ = client.predict(handle_file(files["rgba"]), "tiny-style", "256", api_name="/style_transfer")
+    img = _open(out)
+    assert img.mode == "RGBA" and min(img.size) == 256 and img.size == (461, 256)
+    out, _ = client.predict(handle_file(files["big"]), "tiny-style", "original", api_name="/style_transfer")
+    assert _open(out).size == (64, 51)  # "original" is capped at max_style_side
+
+
+def test_hub_model_falls_back_to_the_bundled_one_offline(client, files):
+    out, info = client.predict(handle_file(files["rgb"]), "hub-style", "original", api_name="/style_transfer")
+    assert _open(out).size == (40, 28)
+    assert "Hub unreachable for hub-style" in info and "tiny-style" in info
+    rows = {row["id"]: row for row in client.predict(api_name="/models")}
+    assert rows["hub-style"]["available"] and rows["hub-style"]["status"].startswith("fallback")
+
+
+def test_sketch_to_photo_fits_the_model_size(client, files):
+    sketch = {"background": handle_file(files["sketch"]), "layers": [], "composite": None}
+    out, info = client.predict(sketch, "tiny-sketch2photo", True, api_name="/sketch_to_photo")
+    assert _open(out).size == (80, 64)  # short side = the model's input_size (64)
+    assert "tiny-sketch2photo" in info
+    out, _ = client.predict(sketch, "tiny-sketch2photo", False, api_name="/sketch_to_photo")
+    assert _open(out).size == (100, 80)
+
+
+@pytest.mark.parametrize("which", ["blank", None])
+def test_empty_canvas_is_a_plain_error(client, files, which):
+    sketch = None if which is None else {"background": None, "layers": [], "composite": handle_file(files[which])}
+    with pytest.raises(AppError, match=EMPTY_CANVAS_MESSAGE):
+        client.predict(sketch, "tiny-sketch2photo", True, api_name="/sketch_to_photo")
+
+
+@pytest.mark.parametrize(
+    ("name", "outscale", "tile", "mode", "size"),
+    [
+        ("rgb", 4, "auto", "RGB", (160, 112)),
+        ("rgb", 2, "none", "RGB", (80, 56)),
+        ("rgb", 3, "128", "RGB", (120, 84)),
+        ("rgba", 4, "auto", "RGBA", (144, 80)),
+        ("gray", 4, "auto", "L", (120, 88)),
+        ("gray16", 2, "auto", "I;16", (48, 32)),
+    ],
+)
+def test_upscale_sizes_and_modes(client, files, name, outscale, tile, mode, size):
+    (before, after), png, info = client.predict(handle_file(files[name]), "tiny-upscale", outscale, tile,
+                                                api_name="/upscale")
+    full = _open(png)
+    assert Path(png).suffix == ".png"
+    assert full.size == size
+    assert full.mode == mode or (mode == "I;16" and full.mode in ("I;16", "I"))
+    if mode == "I;16":
+        assert np.asarray(full).max() > 255  # the download keeps 16-bit values
+    preview_after, preview_before = _open(after), _open(before)
+    assert preview_after.size == preview_before.size == size
+    assert preview_after.mode in ("L", "LA", "RGB", "RGBA")  # 8-bit preview: 16-bit shows white in browsers
+    if mode == "RGBA":
+        assert "A" in preview_after.getbands() and np.asarray(full.getchannel("A"))[:, :60].max() < 16
+    assert "tiny-upscale" in info
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "message"),
+    [
+        ("corrupt", "tiny-upscale", "not a readable image"),
+        ("big", "tiny-upscale", "too large"),
+        ("rgb", "broken-upscale", "broken-upscale is unavailable"),
+        ("rgb", "hub-upscale", "hub-upscale is unavailable"),
+        ("rgb", "no-such-model", "no-such-model is not in the list of choices"),
+        ("rgb", "tiny-style", "tiny-style is not in the list of choices"),
+    ],
+)
+def test_bad_requests_get_plain_messages_and_the_server_keeps_serving(client, files, name, model, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(files[name]), model, 4, "auto", api_name="/upscale")
+    (_, after), _, _ = client.predict(handle_file(files["rgb"]), "tiny-upscale", 2, "auto", api_name="/upscale")
+    assert _open(after).size == (80, 56)
+
+
+def test_broken_model_is_marked_unavailable(client, files):
+    with pytest.raises(AppError):
+        client.predict(handle_file(files["rgb"]), "broken-upscale", 4, "auto", api_name="/upscale")
+    rows = {row["id"]: row for row in client.predict(api_name="/models")}
+    assert rows["broken-upscale"]["available"] is False and "unavailable" in rows["broken-upscale"]["status"]
+    assert rows["tiny-upscale"]["available"] is True
+
+
+def test_uploads_over_the_size_cap_are_refused(client, tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(noise).save(path)  # ~1.5 MB of incompressible pixels; the test server's cap is 1 MB
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        client.predict(handle_file(path), "tiny-upscale", 2, "auto", api_name="/upscale")
+
+
+def test_concurrent_requests_all_finish(client, files):
+    jobs = [client.submit(handle_file(files["rgb"]), "tiny-upscale", 2, "auto", api_name="/upscale")
+            for _ in range(3)]
+    for job in jobs:
+        (_, after), _, _ = job.result(timeout=60)
+        assert _open(after).size == (80, 56)
+
+
+def test_config_reads_the_environment():
+    config = AppConfig.from_env({"GAN_STUDIO_CONCURRENCY": "3", "GAN_STUDIO_DEVICE": "cpu",
+                                 "GRADIO_MCP_SERVER": "true", "GAN_STUDIO_MAX_FILE_SIZE": "10mb"})
+    assert (config.concurrency, config.device, config.mcp, config.max_file_size) == (3, "cpu", True, "10mb")
+    assert AppConfig.from_env({}) == AppConfig()
+
+
+def test_building_the_app_loads_no_model(monkeypatch, tmp_path):
+    import app
+
+    calls: list[object] = []
+    monkeypatch.setattr(app, "translator_for", lambda *args, **kwargs: calls.append(args))
+    build_demo(specs=build_app_models(tmp_path), config=AppConfig())
+    assert calls == []
