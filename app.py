@@ -46,6 +46,7 @@ from gan_models.backends import resolve_device
 logger = logging.getLogger("gan_studio")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+RESULT_HEIGHT = 420  # px on screen; small results are scaled up to it, large ones down
 CANVAS_SIZE = 512  # drawn at 2x the pix2pix training size, then resized: smoother strokes than a 256 canvas
 EMPTY_CANVAS_MESSAGE = "The canvas is empty: draw something or upload a sketch"
 ORIGINS = {
@@ -581,7 +582,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: AppConfi
                         style_btn = gr.Button("Apply style", variant="primary")
                     with gr.Column():
                         style_out = gr.Image(label="Result", type="pil", format="png", image_mode=None,
-                                             interactive=False)
+                                             interactive=False, height=RESULT_HEIGHT, elem_id="style-output")
                         style_info = gr.Markdown()
                 gr.Examples(_examples([[EXAMPLES_DIR / "landscape.jpg", studio.default_model("style"), "original"],
                                        [EXAMPLES_DIR / "logo_rgba.png", studio.default_model("style"), "256"]]),
@@ -590,8 +591,10 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: AppConfi
             with gr.Tab("Sketch to photo", id="sketch"):
                 with gr.Row():
                     with gr.Column():
+                        gr.Markdown("Pick the brush ✏️ and draw black strokes on white, or upload a sketch or edge "
+                                    "map ⬆️; the drawing is resized to the model's training size.")
                         canvas = gr.Sketchpad(
-                            label="Draw (black on white) or upload a sketch / edge map",
+                            label="Sketch",
                             type="pil", image_mode="RGB", format="png",
                             canvas_size=(CANVAS_SIZE, CANVAS_SIZE), sources=["upload", "clipboard"],
                             brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=4),
@@ -600,7 +603,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: AppConfi
                         sketch_model = gr.Dropdown(studio.choices("sketch2photo"),
                                                    value=studio.default_model("sketch2photo"), label="Model")
                         sketch_fit = gr.Checkbox(True, label="Resize to the model's training size")
-                        sketch_btn = gr.Button("Make photo", variant="primary")
+                        sketch_btn = gr.Button("Make photo", variant="primary", elem_id="sketch-run")
                         with gr.Accordion("Edges from a photo", open=False):
                             edge_photo = ImageInput(label="Photo", type="filepath", image_mode=None, format="png",
                                                     sources=["upload", "clipboard"])
@@ -608,8 +611,8 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: AppConfi
                             gr.Examples(_examples([[EXAMPLES_DIR / "landscape.jpg"]]), inputs=[edge_photo])
                     with gr.Column():
                         sketch_out = gr.Image(label="Result", type="pil", format="png", image_mode=None,
-                                              interactive=False)
-                        sketch_info = gr.Markdown()
+                                              interactive=False, height=RESULT_HEIGHT, elem_id="sketch-output")
+                        sketch_info = gr.Markdown(elem_id="sketch-info")
                 gr.Examples(
                     _examples([[_canvas_example(EXAMPLES_DIR / "shoe_sketch.png")],
                                [_canvas_example(EXAMPLES_DIR / "house_sketch.png")]]),
@@ -631,7 +634,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: AppConfi
                         up_slider = gr.ImageSlider(label="Before / after", type="pil", format="png",
                                                    image_mode=None, interactive=False, elem_id="upscale-slider")
                         up_file = gr.File(label="Lossless PNG (full size)", interactive=False)
-                        up_info = gr.Markdown()
+                        up_info = gr.Markdown(elem_id="upscale-info")
                 gr.Examples(_examples([[EXAMPLES_DIR / "small_landscape.png"], [EXAMPLES_DIR / "logo_rgba.png"],
                                        [EXAMPLES_DIR / "gray16.png"]]), inputs=[up_in])
 
