@@ -11,6 +11,8 @@ environment (see AppConfig.from_env), so the same file runs locally, on a CPU Sp
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import logging
 import os
 import tempfile
@@ -82,6 +84,8 @@ class AppConfig:
             (GAN_STUDIO_PREVIEW_SIDE).
         retry_after_s: how long a Hub failure or a broken model is remembered before trying again
             (GAN_STUDIO_RETRY_AFTER_S).
+        threads: CPU threads per model run, set once at start-up by main() (GAN_STUDIO_THREADS); 0 leaves
+            torch's default.
         mcp: serve the MCP endpoint (GRADIO_MCP_SERVER).
     """
 
@@ -95,6 +99,7 @@ class AppConfig:
     max_style_side: int = 1024
     preview_side: int = 2048
     retry_after_s: float = 600.0
+    threads: int = 0
     mcp: bool = False
 
     @classmethod
@@ -103,10 +108,11 @@ class AppConfig:
             raw = environ.get(name)
             return default if raw in (None, "") else kind(raw)
 
+        concurrency = get("GAN_STUDIO_CONCURRENCY", cls.concurrency, int)
         return cls(
             backend=get("GAN_STUDIO_BACKEND", cls.backend),
             device=get("GAN_STUDIO_DEVICE", cls.device),
-            concurrency=get("GAN_STUDIO_CONCURRENCY", cls.concurrency, int),
+            concurrency=concurrency,
             queue_size=get("GAN_STUDIO_QUEUE_SIZE", cls.queue_size, int),
             max_file_size=get("GAN_STUDIO_MAX_FILE_SIZE", cls.max_file_size),
             max_input_pixels=get("GAN_STUDIO_MAX_PIXELS", cls.max_input_pixels, int),
@@ -114,6 +120,7 @@ class AppConfig:
             max_style_side=get("GAN_STUDIO_MAX_SIDE", cls.max_style_side, int),
             preview_side=get("GAN_STUDIO_PREVIEW_SIDE", cls.preview_side, int),
             retry_after_s=get("GAN_STUDIO_RETRY_AFTER_S", cls.retry_after_s, float),
+            threads=get("GAN_STUDIO_THREADS", max(1, (os.cpu_count() or 1) // max(1, concurrency)), int),
             mcp=_env_bool(environ.get("GRADIO_MCP_SERVER")),
         )
 
@@ -256,22 +263,27 @@ def for_display(img: Image.Image) -> Image.Image:
     return img.convert("RGBA" if "transparency" in img.info or img.mode in ("PA", "RGBa") else "RGB")
 
 
-def _fit_long_side(img: Image.Image, side: int) -> Image.Image:
-    w, h = img.size
-    if max(w, h) <= side:
+def _resized(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`img` at `size` (W, H) with a smooth filter; P and 1 images become RGB(A) first (PIL cannot filter them)."""
+    if img.size == size:
         return img
-    k = side / max(w, h)
-    return img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BICUBIC)
+    if img.mode in ("P", "PA", "1"):
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def _fit_long_side(img: Image.Image, side: int) -> Image.Image:
+    """Shrink so the long side is at most `side`; smaller images are returned unchanged."""
+    w, h = img.size
+    k = min(1.0, side / max(w, h))
+    return _resized(img, (max(1, round(w * k)), max(1, round(h * k))))
 
 
 def _resize_short_side(img: Image.Image, side: int) -> Image.Image:
-    """Resize so the short side is `side` (up or down); P and 1 images become RGB(A) so filtering is smooth."""
-    if img.mode in ("P", "1"):
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    """Resize (up or down) so the short side is `side`."""
     w, h = img.size
     k = side / min(w, h)
-    size = (max(1, round(w * k)), max(1, round(h * k)))
-    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
+    return _resized(img, (max(1, round(w * k)), max(1, round(h * k))))
 
 
 def _parse_tile(tile: str | int | None) -> int | str | None:
@@ -307,8 +319,8 @@ def _user_errors(model_id: str | None = None) -> Iterator[None]:
         raise gr.Error(f"Model {model_id} is unavailable (its weights file cannot be used); pick another model. "
                        f"Details: {exc}") from exc
     except WeightsUnavailableError as exc:
-        raise gr.Error(f"Model {model_id} is unavailable (its weights cannot be downloaded and nothing is bundled); "
-                       f"pick another model. Details: {exc}") from exc
+        raise gr.Error(f"Model {model_id} is unavailable (its weights cannot be downloaded and no bundled fallback "
+                       f"loaded); pick another model. Details: {exc}") from exc
     except GanModelsError as exc:
         raise gr.Error(str(exc)) from exc
     except MemoryError as exc:
@@ -491,7 +503,7 @@ class Studio:
             seconds = time.perf_counter() - start
             path = self._write_png(result, f"{Path(str(image)).stem}_x{scale:g}")
         after = _fit_long_side(for_display(result), self.config.preview_side)
-        before = for_display(source).resize(after.size, Image.Resampling.BICUBIC)
+        before = _resized(for_display(source), after.size)
         return (before, after), path, self._info(model, translator, seconds, result.size)
 
     def models(self) -> list[dict[str, Any]]:
@@ -539,8 +551,7 @@ def models_table(rows: list[dict[str, Any]] | None) -> str:
     lines = ["| model | task | weights | status |", "|---|---|---|---|"]
     for row in rows or []:
         where = "bundled" if row["bundled"] else f"Hub: `{row['hub_repo']}`" if row["hub_repo"] else "local file"
-        mark = "✅" if row["available"] else "❌"
-        lines.append(f"| {row['title']} (`{row['id']}`) | {row['task']} | {where} | {mark} {row['status']} |")
+        lines.append(f"| {row['title']} (`{row['id']}`) | {row['task']} | {where} | {row['status']} |")
     return "\n".join(lines)
 
 
@@ -677,9 +688,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mcp", action="store_true", help="also serve the MCP endpoint (needs gradio[mcp])")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     config = AppConfig.from_env()
     if args.mcp:
-        config = AppConfig(**{**config.__dict__, "mcp": True})
+        config = dataclasses.replace(config, mcp=True)
+    if config.mcp and importlib.util.find_spec("mcp") is None:
+        parser.error("the MCP server needs the mcp package: pip install 'gradio[mcp]==6.31.0'")
+    if config.threads:
+        import torch
+
+        # Process-wide, so set once here: `concurrency` runs share the cores instead of oversubscribing them.
+        torch.set_num_threads(config.threads)
     build_demo(config=config).launch(**launch_options(config))
 
 

@@ -235,7 +235,8 @@ def test_config_reads_the_environment():
     config = AppConfig.from_env({"GAN_STUDIO_CONCURRENCY": "3", "GAN_STUDIO_DEVICE": "cpu",
                                  "GRADIO_MCP_SERVER": "true", "GAN_STUDIO_MAX_FILE_SIZE": "10mb"})
     assert (config.concurrency, config.device, config.mcp, config.max_file_size) == (3, "cpu", True, "10mb")
-    assert AppConfig.from_env({}) == AppConfig()
+    assert dataclasses.replace(AppConfig.from_env({}), threads=0) == AppConfig()
+    assert AppConfig.from_env({"GAN_STUDIO_THREADS": "3"}).threads == 3
 
 
 def test_building_the_app_loads_no_model(monkeypatch, tmp_path):
