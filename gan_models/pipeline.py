@@ -20,12 +20,13 @@ from . import imaging
 from .backends import Backend, BackendOutOfMemory, TorchBackend, resolve_device
 from .errors import GanModelsError
 from .specs import ModelSpec, get_spec
-from .tiling import auto_tile, pad_to_multiple, run_tiled
+from .tiling import auto_tile, run_tiled
 from .weights import WeightsSource, load_with_fallback
 
 Progress = Callable[[int, int], None]
 TileArg = int | None | Literal["auto"]
 _MIN_TILE = 64
+_MIN_SIDE = 32
 # Working-memory budget for auto tiling on CPU; on CUDA the free device memory decides.
 _CPU_TILE_BUDGET = int(os.environ.get("GAN_MODELS_TILE_BUDGET_MB", "1536")) * 2**20
 
@@ -88,8 +89,7 @@ class Translator:
         while True:
             try:
                 if tile_size is None:
-                    padded, _ = pad_to_multiple(x, self.spec.size_multiple)
-                    y = self.backend(padded)
+                    y = self.backend(self._pad_whole(x))
                     if progress is not None:
                         progress(1, 1)
                 else:
@@ -103,6 +103,18 @@ class Translator:
                     raise
                 tile_size = smaller
         return np.ascontiguousarray(y[:, :, : h * s, : w * s], dtype=np.float32)
+
+    def _pad_whole(self, x: np.ndarray) -> np.ndarray:
+        # Reflect-pad to the size multiple and to at least _MIN_SIDE: InstanceNorm needs more than one pixel
+        # at the bottleneck, so a 1x1 or 70x5 input must not reach the network at that size.
+        m = self.spec.size_multiple
+        h, w = x.shape[2:]
+        target_h = _round_up(max(h, _MIN_SIDE), m)
+        target_w = _round_up(max(w, _MIN_SIDE), m)
+        if (target_h, target_w) == (h, w):
+            return x
+        padded = np.pad(x, ((0, 0), (0, 0), (0, target_h - h), (0, target_w - w)), mode="reflect")
+        return np.ascontiguousarray(padded, dtype=np.float32)
 
     def _overlap(self, tile_size: int) -> int:
         return min(self.spec.tile_overlap, max(0, (tile_size - 1) // 2 - 1))

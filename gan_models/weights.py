@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
@@ -151,7 +151,7 @@ def read_state_dict(path: str | Path) -> dict[str, object]:
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         try:
             return dict(load_safetensors(str(path), device="cpu"))
-        except (SafetensorsError, OSError, ValueError) as exc:
+        except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,388 @@
+"""PIL images <-> float arrays, with everything users expect kept: orientation, alpha, grayscale, 16-bit, ICC, EXIF.
+
+    load_image ─▶ split_image ─▶ rgb (H, W, 3) float32 [0, 1] + alpha (H, W) | None + ImageMeta
+                                         ... model ...
+    merge_image(rgb', alpha', meta) ─▶ PIL image in the input's kind (L / LA / I;16 / RGB / RGBA)
+
+Pure functions only; nothing here knows about models.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageCms, ImageFilter, ImageOps, UnidentifiedImageError
+
+from .errors import ImageTooLargeError, InvalidImageError
+
+DEFAULT_MAX_PIXELS = 50_000_000  # ~7071 x 7071; the guard runs on the header, before any pixel is decoded
+_NOTES_KEY = "gan_models.notes"
+_FRAMES_KEY = "gan_models.n_frames"
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What `merge_image` needs to give the result back in the input's kind.
+
+    Parameters:
+        mode: PIL mode of the (orientation-corrected) input.
+        size: (width, height) of the input.
+        has_alpha: the input carries transparency (RGBA, LA, PA or a palette with a transparent index).
+        grayscale: the input is single-channel; results are returned as grayscale.
+        bit_depth: 8 or 16 (16-bit grayscale PNGs come back 16-bit).
+        icc_profile: the input's RGB/gray ICC profile, kept on output (CMYK profiles are not: output is RGB).
+        exif: the input's EXIF with the orientation already applied.
+        n_frames: frames in the file (animated GIF/WebP/APNG use the first one).
+        notes: plain-language remarks for the user ("animated: used frame 1 of 12", "CMYK converted to RGB").
+    """
+
+    mode: str
+    size: tuple[int, int]
+    has_alpha: bool
+    grayscale: bool
+    bit_depth: int
+    icc_profile: bytes | None
+    exif: bytes | None
+    n_frames: int = 1
+    notes: tuple[str, ...] = ()
+
+
+def load_image(
+    src: str | Path | bytes | BinaryIO | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Open, guard, decode and orient an image.
+
+    The pixel count is checked against `max_pixels` from the header, before decoding, so a small file that
+    declares 30000x30000 costs nothing. Animated files give their first frame (and say so in `split_image`'s
+    notes). EXIF orientation is applied and removed from the EXIF that is kept.
+
+    Raises:
+        InvalidImageError: empty, truncated, corrupt or not an image; the message names the problem.
+        ImageTooLargeError: more than `max_pixels` pixels.
+    """
+    name = _describe(src)
+    if isinstance(src, Image.Image):
+        img = src
+    else:
+        if isinstance(src, (bytes, bytearray)):
+            if len(src) == 0:
+                raise InvalidImageError(f"{name} is empty (0 bytes)")
+            src = io.BytesIO(src)
+        elif isinstance(src, (str, Path)):
+            path = Path(src)
+            if not path.is_file():
+                raise InvalidImageError(f"{name} does not exist or is not a file")
+            if path.stat().st_size == 0:
+                raise InvalidImageError(f"{name} is empty (0 bytes)")
+        try:
+            with warnings.catch_warnings():
+                # Our own max_pixels guard decides; PIL's warning threshold is lower than ours.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(src)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"{name} is too large to process ({exc})") from exc
+        except UnidentifiedImageError as exc:
+            raise InvalidImageError(f"{name} is not an image file or its format is not supported") from exc
+        except OSError as exc:
+            raise InvalidImageError(f"{name} cannot be read: {exc}") from exc
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise InvalidImageError(f"{name} has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageTooLargeError(
+            f"{name} is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of {max_pixels / 1e6:.1f} megapixels"
+        )
+    n_frames = int(getattr(img, "n_frames", 1) or 1)
+    notes: list[str] = list(img.info.get(_NOTES_KEY, ()))
+    try:
+        if n_frames > 1:
+            img.seek(0)
+            notes.append(f"animated image: used the first of its {n_frames} frames")
+        img.load()
+        oriented = ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{name} is too large to process ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImageError(f"{name} is truncated or corrupt ({exc})") from exc
+    if oriented is img and n_frames > 1:
+        oriented = img.copy()  # detach from the multi-frame file
+    oriented.info[_NOTES_KEY] = tuple(notes)
+    oriented.info[_FRAMES_KEY] = n_frames
+    return oriented
+
+
+def _describe(src: object) -> str:
+    if isinstance(src, (str, Path)):
+        return f"'{Path(src).name}'"
+    if isinstance(src, Image.Image):
+        return "the image"
+    name = getattr(src, "name", None)
+    return f"'{Path(name).name}'" if isinstance(name, str) else "the uploaded file"
+
+
+def split_image(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, ImageMeta]:
+    """A PIL image → (rgb float32 (H, W, 3) in [0, 1], alpha float32 (H, W) in [0, 1] or None, meta).
+
+    Grayscale is replicated to three channels, palette/CMYK/YCbCr/LAB/HSV become RGB, 16-bit values are scaled
+    by 65535 (not clipped to 8 bits), premultiplied modes are un-premultiplied.
+    """
+    mode = img.mode
+    notes = list(img.info.get(_NOTES_KEY, ()))
+    icc = img.info.get("icc_profile") or None
+    exif = _exif_bytes(img)
+    bit_depth = 8
+    alpha: np.ndarray | None = None
+    grayscale = mode in _GRAY_MODES
+
+    if mode == "P" or mode == "PA":
+        has_transparency = mode == "PA" or "transparency" in img.info
+        converted = img.convert("RGBA" if has_transparency else "RGB")
+        palette_rgb = np.asarray(converted.convert("RGB"), dtype=np.uint8)
+        grayscale = bool(np.all(palette_rgb[..., 0] == palette_rgb[..., 1]) and
+                         np.all(palette_rgb[..., 1] == palette_rgb[..., 2]))
+        img = converted
+        mode = img.mode
+    if mode == "CMYK":
+        img = _cmyk_to_rgb(img, icc)
+        icc = None  # a CMYK profile must not be attached to RGB output
+        notes.append("CMYK image converted to RGB")
+        mode = img.mode
+    elif mode in ("YCbCr", "LAB", "HSV", "RGBX"):
+        img = img.convert("RGB")
+        mode = "RGB"
+    elif mode in ("RGBa", "La"):
+        img = img.convert("RGBA" if mode == "RGBa" else "LA")
+        mode = img.mode
+    elif mode == "1":
+        img = img.convert("L")
+        mode = "L"
+
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = float(arr.max()) if arr.size else 0.0
+        if mode in _SIXTEEN_BIT_MODES or peak > 255:
+            bit_depth = 16
+            gray = arr / 65535.0
+        elif mode == "F" and peak <= 1.0:
+            gray = arr
+        else:
+            gray = arr / 255.0
+        gray = np.clip(gray, 0.0, 1.0).astype(np.float32)
+        rgb = np.repeat(gray[..., None], 3, axis=2)
+    elif mode == "L":
+        rgb = np.repeat((np.asarray(img, dtype=np.float32) / 255.0)[..., None], 3, axis=2)
+    elif mode == "LA":
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        rgb = np.repeat(arr[..., :1], 3, axis=2)
+        alpha = arr[..., 1]
+    elif mode == "RGBA":
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        rgb = arr[..., :3]
+        alpha = arr[..., 3]
+    elif mode == "RGB":
+        rgb = np.asarray(img, dtype=np.float32) / 255.0
+    else:
+        raise InvalidImageError(f"image mode {mode!r} is not supported")
+
+    meta = ImageMeta(
+        mode=mode,
+        size=img.size,
+        has_alpha=alpha is not None,
+        grayscale=grayscale,
+        bit_depth=bit_depth,
+        icc_profile=icc,
+        exif=exif,
+        n_frames=int(img.info.get(_FRAMES_KEY, 1)),
+        notes=tuple(notes),
+    )
+    return np.ascontiguousarray(rgb, dtype=np.float32), alpha, meta
+
+
+def _exif_bytes(img: Image.Image) -> bytes | None:
+    try:
+        exif = img.getexif()
+    except Exception:  # noqa: BLE001 - malformed EXIF must never stop an image from being processed
+        return None
+    return exif.tobytes() if len(exif) else None
+
+
+def _cmyk_to_rgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+    # With the file's own CMYK profile the colours are right; PIL's plain formula is the fallback.
+    if icc:
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass
+    return img.convert("RGB")
+
+
+def merge_image(rgb: np.ndarray, alpha: np.ndarray | None, meta: ImageMeta) -> Image.Image:
+    """rgb (H, W, 3) in [0, 1] (+ alpha (H, W)) → a PIL image of the input's kind.
+
+    Grayscale inputs give L (LA with alpha; I;16 when the input was 16-bit), colour gives RGB/RGBA. Alpha of
+    another size is resized to the result. The ICC profile and EXIF ride along in `img.info` for `save_png`.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InvalidImageError(f"expected an (H, W, 3) array, got shape {rgb.shape}")
+    h, w = rgb.shape[:2]
+    rgb = np.clip(rgb, 0.0, 1.0)
+    if alpha is not None and alpha.shape != (h, w):
+        alpha = resize_alpha(alpha, (w, h))
+    if meta.grayscale:
+        # ITU-R BT.601 luma, the weights PIL uses for RGB -> L
+        gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        if meta.bit_depth == 16 and alpha is None:
+            img = Image.fromarray(np.round(gray * 65535.0).astype(np.uint16))
+            if img.mode != "I;16":
+                img = img.convert("I;16")
+        elif alpha is not None:
+            img = Image.fromarray(_to_uint8(np.stack([gray, alpha], axis=-1)), mode="LA")
+        else:
+            img = Image.fromarray(_to_uint8(gray), mode="L")
+    elif alpha is not None:
+        img = Image.fromarray(_to_uint8(np.concatenate([rgb, alpha[..., None]], axis=-1)), mode="RGBA")
+    else:
+        img = Image.fromarray(_to_uint8(rgb), mode="RGB")
+    if meta.icc_profile:
+        img.info["icc_profile"] = meta.icc_profile
+    if meta.exif:
+        img.info["exif"] = meta.exif
+    return img
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_tensor_range(rgb: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """(H, W, 3) in [0, 1] → (1, 3, H, W) float32 in the model's `value_range`."""
+    lo, hi = value_range
+    x = rgb.astype(np.float32, copy=False) * np.float32(hi - lo) + np.float32(lo)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def from_tensor_range(x: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """(1, 3, H, W) in the model's `value_range` → (H, W, 3) float32 clipped to [0, 1]."""
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"expected a (1, C, H, W) array, got shape {x.shape}")
+    lo, hi = value_range
+    y = (x[0].transpose(1, 2, 0) - np.float32(lo)) / np.float32(hi - lo)
+    return np.ascontiguousarray(np.clip(y, 0.0, 1.0), dtype=np.float32)
+
+
+def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) alpha plane to `size` = (W, H), PIL order; bicubic in float, so edges stay smooth."""
+    plane = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.float32), mode="F")
+    return np.clip(np.asarray(plane.resize(size, Image.Resampling.BICUBIC), dtype=np.float32), 0.0, 1.0)
+
+
+def save_png(img: Image.Image, path: str | Path) -> Path:
+    """Write `img` as a lossless PNG with its ICC profile and EXIF; atomic (temp file + rename).
+
+    Raises:
+        OSError: the folder is not writable or the disk is full; no partial file is left behind.
+    """
+    path = Path(path)
+    extra: dict[str, object] = {}
+    if img.info.get("icc_profile"):
+        extra["icc_profile"] = img.info["icc_profile"]
+    if img.info.get("exif"):
+        extra["exif"] = img.info["exif"]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            img.save(fh, format="PNG", compress_level=6, **extra)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def edges_from_photo(img: Image.Image, *, size: int | None = None) -> Image.Image:
+    """A photo → the black-on-white edge map the sketch→photo models take (RGB, strokes 0, paper 255).
+
+    A Canny-style detector in numpy: Gaussian blur, Sobel gradients, non-maximum suppression, hysteresis with
+    thresholds from the image's own gradient percentiles (so dark and bright photos both give strokes), then
+    a one-pixel dilation so strokes look like pen lines. The app's "edges from photo" helper and the pix2pix
+    default's training data both come from this one function.
+
+    Parameters:
+        img: any PIL image (alpha is composited on white first).
+        size: resize so the longer side is `size` pixels before detection; None keeps the size.
+    """
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(paper, rgba)
+    rgb, _, _ = split_image(img.convert("RGB") if img.mode not in _GRAY_MODES else img)
+    if size is not None:
+        h, w = rgb.shape[:2]
+        factor = size / max(h, w)
+        new = (max(1, round(w * factor)), max(1, round(h * factor)))
+        rgb = np.stack([np.asarray(Image.fromarray(rgb[..., c], mode="F").resize(new, Image.Resampling.BICUBIC))
+                        for c in range(3)], axis=-1)
+    gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114  # (H, W) in [0, 1]
+    h, w = gray.shape
+    radius = max(1.0, min(h, w) / 256.0)
+    blurred = np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").filter(ImageFilter.GaussianBlur(radius)),
+                         dtype=np.float32)
+    p = np.pad(blurred, 1, mode="edge")
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+    mag = np.hypot(gx, gy)
+    thin = _non_max_suppression(mag, gx, gy)
+    nonzero = thin[thin > 0]
+    if nonzero.size == 0 or float(nonzero.max()) < 0.02:
+        edges = np.zeros((h, w), dtype=bool)  # a flat image has no edges: blank paper
+    else:
+        high = max(float(np.percentile(nonzero, 80)), 0.08)
+        low = 0.4 * high
+        edges = _hysteresis(thin >= high, thin >= low)
+    stroke = Image.fromarray((edges * 255).astype(np.uint8), mode="L").filter(ImageFilter.MaxFilter(3))
+    return ImageOps.invert(stroke).convert("RGB")
+
+
+def _non_max_suppression(mag: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    # Keep a pixel only where it is the ridge of the gradient magnitude across the edge (4 directions).
+    angle = (np.rad2deg(np.arctan2(gy, gx)) + 180.0) % 180.0
+    p = np.pad(mag, 1, mode="constant")
+    c = p[1:-1, 1:-1]
+    east, west = p[1:-1, 2:], p[1:-1, :-2]
+    north, south = p[:-2, 1:-1], p[2:, 1:-1]
+    ne, sw = p[:-2, 2:], p[2:, :-2]
+    nw, se = p[:-2, :-2], p[2:, 2:]
+    horizontal = (angle < 22.5) | (angle >= 157.5)
+    diag_a = (angle >= 22.5) & (angle < 67.5)
+    vertical = (angle >= 67.5) & (angle < 112.5)
+    diag_b = (angle >= 112.5) & (angle < 157.5)
+    keep = (
+        (horizontal & (c >= east) & (c >= west))
+        | (diag_a & (c >= se) & (c >= nw))
+        | (vertical & (c >= north) & (c >= south))
+        | (diag_b & (c >= ne) & (c >= sw))
+    )
+    return np.where(keep, mag, 0.0).astype(np.float32)
+
+
+def _hysteresis(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    # Grow strong edges into connected weak ones; bounded rounds keep it fast and deterministic.
+    edges = strong.copy()
+    weak_img = weak
+    for _ in range(8):
+        grown = np.asarray(Image.fromarray(edges.astype(np.uint8) * 255, mode="L").filter(ImageFilter.MaxFilter(3)))
+        new = (grown > 0) & weak_img
+        if np.array_equal(new, edges):
+            break
+        edges = new
+    return edges
