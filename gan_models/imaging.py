@@ -10,7 +10,9 @@ Pure functions only; nothing here knows about models.
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -89,7 +91,7 @@ def load_image(
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(src)
         except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"{name} is too large to process ({exc})") from exc
+            raise ImageTooLargeError(_bomb_message(name, exc, max_pixels)) from exc
         except UnidentifiedImageError as exc:
             raise InvalidImageError(f"{name} is not an image file or its format is not supported") from exc
         except OSError as exc:
@@ -110,7 +112,7 @@ def load_image(
         img.load()
         oriented = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{name} is too large to process ({exc})") from exc
+        raise ImageTooLargeError(_bomb_message(name, exc, max_pixels)) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"{name} is truncated or corrupt ({exc})") from exc
     if oriented is img and n_frames > 1:
@@ -118,6 +120,13 @@ def load_image(
     oriented.info[_NOTES_KEY] = tuple(notes)
     oriented.info[_FRAMES_KEY] = n_frames
     return oriented
+
+
+def _bomb_message(name: str, exc: Exception, max_pixels: int) -> str:
+    # PIL refuses before we see the size; its message carries the pixel count.
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
+    return f"{name} declares {size}, over the limit of {max_pixels / 1e6:.1f} megapixels (decompression bomb guard)"
 
 
 def _describe(src: object) -> str:
@@ -335,8 +344,7 @@ def edges_from_photo(img: Image.Image, *, size: int | None = None) -> Image.Imag
     gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114  # (H, W) in [0, 1]
     h, w = gray.shape
     radius = max(1.0, min(h, w) / 256.0)
-    blurred = np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").filter(ImageFilter.GaussianBlur(radius)),
-                         dtype=np.float32)
+    blurred = _gaussian_blur(gray.astype(np.float32), radius)
     p = np.pad(blurred, 1, mode="edge")
     gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
     gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
@@ -351,6 +359,20 @@ def edges_from_photo(img: Image.Image, *, size: int | None = None) -> Image.Imag
         edges = _hysteresis(thin >= high, thin >= low)
     stroke = Image.fromarray((edges * 255).astype(np.uint8), mode="L").filter(ImageFilter.MaxFilter(3))
     return ImageOps.invert(stroke).convert("RGB")
+
+
+def _gaussian_blur(arr: np.ndarray, sigma: float) -> np.ndarray:
+    # Separable, edge-replicated; PIL's GaussianBlur does not take float ("F") images.
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1, dtype=np.float32) / sigma) ** 2)
+    taps /= taps.sum()
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(arr, pad, mode="edge")
+        n = arr.shape[axis]
+        arr = sum(t * np.take(padded, np.arange(i, i + n), axis=axis) for i, t in enumerate(taps))
+    return arr.astype(np.float32)
 
 
 def _non_max_suppression(mag: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
