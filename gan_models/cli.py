@@ -2,6 +2,7 @@
 
     python -m gan_models list [--task upscale]
     python -m gan_models run default-upscale-x4 photo.jpg more/ -o out/ [--tile 256] [--outscale 2]
+    python -m gan_models eval default-upscale-x4 --data ../shared/data/sr/val [--out eval/]
 
 Bad files are reported and skipped; the batch goes on and the exit code is 1 when any file failed.
 Library errors become one line on stderr (exit 2), never a traceback.
@@ -53,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     run.add_argument("--no-fallback", action="store_true", help="fail instead of using a bundled fallback model")
     run.add_argument("--suffix", default=None, help="added to output names (default: _MODEL)")
+    ev = sub.add_parser("eval", help="measure quality on a folder of images (see gan_models.evaluate)")
+    ev.add_argument("model", help="model id or a train.py output folder")
+    ev.add_argument("--data", type=Path, required=True, help="folder of images (HR photos for upscalers)")
+    ev.add_argument("--out", type=Path, default=None, help="write sample grids / crops here")
+    ev.add_argument("--reverse", default=None, help="style only: the reverse model, for cycle-consistency L1")
+    ev.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    ev.add_argument("--backend", default="auto", help="auto | torch | onnx")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda")
     return parser
 
 
@@ -135,7 +144,23 @@ def _writable(folder: Path) -> bool:
     return True
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run}
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .pipeline import translator_for
+
+    translator = translator_for(args.model, backend=args.backend, device=args.device, allow_fallback=False)
+    reverse = None
+    if args.reverse is not None:
+        reverse = translator_for(args.reverse, backend=args.backend, device=args.device, allow_fallback=False)
+    report = evaluate(translator, args.data, reverse=reverse, out_dir=args.out, limit=args.limit)
+    print(f"{report.model_id} ({report.task}) on {len(report.rows)} images from {args.data}:")
+    print(report.to_markdown())
+    if args.out is not None:
+        print(f"samples written to {args.out}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "eval": cmd_eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
