@@ -130,7 +130,7 @@ class TrainConfig:
             raise TrainError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         # The papers' choices: 256 crops for CycleGAN/Pix2Pix; SRGAN trains on small HR crops with Adam beta1 0.9
         # and the vanilla (BCE) GAN loss; CycleGAN uses least squares; Pix2Pix the vanilla conditional GAN loss.
-        self.crop = self.crop or (128 if self.mode == "srgan" else 256)
+        self.crop = self.crop if self.crop is not None else (128 if self.mode == "srgan" else 256)
         self.beta1 = self.beta1 if self.beta1 is not None else (0.9 if self.mode == "srgan" else 0.5)
         self.gan_loss = self.gan_loss or {"cyclegan": "lsgan", "pix2pix": "vanilla", "srgan": "vanilla"}[self.mode]
         positive = ("steps", "batch_size", "crop", "val_count", "sample_every", "val_every", "save_every", "log_every")
@@ -464,12 +464,20 @@ class Data:
     val_note: str  # where the validation images come from, for the start-up line
 
 
-def split_val(bank: ImageBank, n_val: int) -> tuple[ImageBank, ImageBank, str]:
-    """Hold back the last n_val images when enough remain to train on; else validate on training images."""
-    if len(bank) >= 2 * n_val:
-        keep, held = list(range(len(bank) - n_val)), list(range(len(bank) - n_val, len(bank)))
-        return bank.subset(keep), bank.subset(held), f"{n_val} held-out images"
-    return bank, bank, f"training images (fewer than {2 * n_val}; nothing held out)"
+def train_val(bank: ImageBank, val_root: Path | None, n_val: int) -> tuple[ImageBank, list[np.ndarray], str]:
+    """Training images and up to n_val validation images, with a note on where the latter come from.
+
+    --val-data when given; else the last n_val images are held back when enough remain to train on; else the
+    first training images double as validation images.
+    """
+    if val_root is not None:
+        held, note = read_folder(val_root), str(val_root)
+    elif len(bank) >= 2 * n_val:
+        idx = list(range(len(bank)))
+        bank, held, note = bank.subset(idx[:-n_val]), bank.subset(idx[-n_val:]), f"{n_val} held-out images"
+    else:
+        held, note = bank, f"training images (fewer than {2 * n_val}; nothing held out)"
+    return bank, [held[i] for i in range(min(n_val, len(held)))], note
 
 
 def paired_banks(folder: Path, crop: int) -> tuple[ImageBank, ImageBank]:
@@ -506,43 +514,38 @@ def load_data(cfg: TrainConfig, spec: ModelSpec) -> Data:
         a, b = read_folder(root / "trainA"), read_folder(root / "trainB")
         check_min_size(a, crop, f"images in {root / 'trainA'}")
         check_min_size(b, crop, f"images in {root / 'trainB'}")
-        if val_root is not None:
-            held, note = read_folder(val_root / "testA" if (val_root / "testA").is_dir() else val_root), str(val_root)
-        else:
-            a, held, note = split_val(a, n_val)
-        val = [(chw(x), chw(x)) for x in (centre_view(held[i], crop) for i in range(min(n_val, len(held))))]
+        if val_root is not None and (val_root / "testA").is_dir():
+            val_root = val_root / "testA"
+        a, held, note = train_val(a, val_root, n_val)
+        val = [(chw(x), chw(x)) for x in (centre_view(h, crop) for h in held)]  # the target is unused
         return Data(Sampler("unpaired", a, b, crop=crop, scale=1), val, len(a), note)
     if cfg.mode == "pix2pix" and cfg.edges_from_photos:
         photos = read_folder(root)
         check_min_size(photos, crop, f"photos in {root}")
-        held, note = (read_folder(val_root), str(val_root)) if val_root else (None, "")
-        if held is None:
-            photos, held, note = split_val(photos, n_val)
+        photos, held, note = train_val(photos, val_root, n_val)
         val = []
-        for i in range(min(n_val, len(held))):
-            y = centre_view(held[i], crop)
+        for photo in held:  # clean edge maps, exactly what the app's helper makes
+            y = centre_view(photo, crop)
             val.append((chw(np.asarray(imaging.edges_from_photo(Image.fromarray(y)))), chw(y)))
         return Data(Sampler("edges", None, photos, crop=crop, scale=1), val, len(photos), note)
     if cfg.mode == "pix2pix":
         a, b = paired_banks(root, crop)
         if val_root is not None:
             va, vb = paired_banks(val_root, crop)
-            note = str(val_root)
+            n = min(n_val, len(va))
+            held_a, held_b, note = [va[i] for i in range(n)], [vb[i] for i in range(n)], str(val_root)
         else:  # A and B have the same length, so both splits hold back the same pairs
-            a, va, note = split_val(a, n_val)
-            b, vb, _ = split_val(b, n_val)
+            a, held_a, note = train_val(a, None, n_val)
+            b, held_b, _ = train_val(b, None, n_val)
         if cfg.direction == "BtoA":
-            a, b, va, vb = b, a, vb, va
-        val = [(chw(centre_view(va[i], crop)), chw(centre_view(vb[i], crop))) for i in range(min(n_val, len(va)))]
+            a, b, held_a, held_b = b, a, held_b, held_a
+        val = [(chw(centre_view(x, crop)), chw(centre_view(y, crop))) for x, y in zip(held_a, held_b, strict=True)]
         return Data(Sampler("paired", a, b, crop=crop, scale=1), val, len(a), note)
     hr = read_folder(root)
     check_min_size(hr, crop, f"images in {root}")
-    held, note = (read_folder(val_root), str(val_root)) if val_root else (None, "")
-    if held is None:
-        hr, held, note = split_val(hr, n_val)
+    hr, held, note = train_val(hr, val_root, n_val)
     val = []
-    for i in range(min(n_val, len(held))):
-        y = held[i]
+    for y in held:
         # Centre crop of at most 2 training crops: big enough to judge, small enough to validate often.
         side = min(min(y.shape[:2]), 2 * crop) // spec.scale * spec.scale
         top, left = (y.shape[0] - side) // 2, (y.shape[1] - side) // 2
@@ -600,11 +603,11 @@ def make_discriminator(cfg: TrainConfig, in_channels: int) -> nn.Module:
         return build_arch("patchgan", in_channels=in_channels, ndf=cfg.d_width, n_layers=3,
                           norm="none" if cfg.spectral_norm else "instance", spectral_norm=cfg.spectral_norm)
     d = build_arch("srgan_discriminator", in_channels=in_channels, channels=cfg.d_width)
-    if cfg.spectral_norm:
-        for module in d.modules():
-            for name, child in module.named_children():
-                if isinstance(child, (nn.Conv2d, nn.Linear)):
-                    setattr(module, name, spectral_norm(child))
+    if cfg.spectral_norm:  # the SRGAN classifier has no switch for it: wrap its conv and dense layers here
+        layers = [(m, name, c) for m in d.modules() for name, c in m.named_children()
+                  if isinstance(c, (nn.Conv2d, nn.Linear))]
+        for parent, name, layer in layers:
+            setattr(parent, name, spectral_norm(layer))
     return d
 
 
@@ -1015,7 +1018,10 @@ class Trainer:
 
     # --- the loop
     def fit(self, stop: StopRequest, deadline: float | None) -> int:
-        """Train to self.total steps, or until a signal or the deadline; always ends with a checkpoint and final/."""
+        """Train to self.total steps, or until a signal or the deadline; always ends with a checkpoint and final/.
+
+        Returns the exit code: 0 done, 1 diverged (non-finite losses), 128 + signal number when interrupted.
+        """
         cfg = self.cfg
         workers = cfg.workers if cfg.workers is not None else max(0, min(16, (os.cpu_count() or 1) - 1))
         loader = DataLoader(StepDataset(self.data.sampler, cfg.seed),
@@ -1026,45 +1032,46 @@ class Trainer:
                             # torch RNG and shift it differently in a resumed run (our data uses no worker seeds)
                             generator=torch.Generator().manual_seed(cfg.seed))
         log = RunLog(self.out, cfg.mode, resume_step=self.step)
-        if self.step == 0:  # a baseline row, so the log shows what training changed
-            log.write({"step": 0, "seconds": 0.0, **self.validate()})
-        start = time.monotonic()
         bar = progress_bar(self.step, self.total)
-        sums: dict[str, Tensor] = {}
-        count = 0
-        for x, y in loader:
-            self.set_learning_rates()
-            losses = self.train_step(self.prep(x), self.prep(y))
-            self.step += 1
-            count += 1
-            for k, v in losses.items():
-                sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
-            # the last step of this session, planned or not, is always validated, sampled and saved
-            last = self.step == self.total or stop.reason or (deadline is not None and time.monotonic() > deadline)
-            validate, sample = self.step % cfg.val_every == 0, self.step % cfg.sample_every == 0
-            if self.step % cfg.log_every == 0 or validate or sample or last:
-                means = {k: float(v) / count for k, v in sums.items()}  # the only GPU sync
-                if not all(math.isfinite(v) for v in means.values()):
-                    print(f"\nerror: the losses became {means} near step {self.step}; checkpoint.pt is left as it "
-                          f"was. Lower --lr, or try --grad-clip 1, --spectral-norm or --gan-loss lsgan",
-                          file=sys.stderr)
-                    return 1
-                sums, count = {}, 0
-                row = {"step": self.step, "seconds": round(log.seconds_before + time.monotonic() - start, 2), **means}
-                if validate or last:
-                    row.update(self.validate())
-                if sample or last:
-                    self.write_samples()
-                log.write(row)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "seconds")},
-                                refresh=False)
-            bar.update(1)
-            if last:
-                break
-            if self.step % cfg.save_every == 0:
-                self.save_checkpoint()
-        bar.close()
-        log.close()
+        try:
+            if self.step == 0:  # a baseline row, so the log shows what training changed
+                log.write({"step": 0, "seconds": 0.0, **self.validate()})
+            start = time.monotonic() - log.seconds_before
+            sums: dict[str, Tensor] = {}
+            logged = self.step  # step of the last log row; losses are averaged over the steps since
+            for x, y in loader:
+                self.set_learning_rates()
+                for k, v in self.train_step(self.prep(x), self.prep(y)).items():
+                    sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
+                self.step += 1
+                # the last step of this session, planned or not, is always validated, sampled and saved
+                last = bool(self.step == self.total or stop.reason
+                            or (deadline is not None and time.monotonic() > deadline))
+                validate, sample = self.step % cfg.val_every == 0, self.step % cfg.sample_every == 0
+                if self.step % cfg.log_every == 0 or validate or sample or last:
+                    row = {"step": self.step, "seconds": round(time.monotonic() - start, 2)}
+                    row |= {k: float(v) / (self.step - logged) for k, v in sums.items()}  # the GPU syncs
+                    if not all(math.isfinite(v) for v in row.values()):
+                        print(f"\nerror: the losses became {row} near step {self.step}; checkpoint.pt is left as "
+                              f"it was. Lower --lr, or try --grad-clip 1, --spectral-norm or --gan-loss lsgan",
+                              file=sys.stderr)
+                        return 1
+                    sums, logged = {}, self.step
+                    if validate or last:
+                        row |= self.validate()
+                    if sample or last:
+                        self.write_samples()
+                    log.write(row)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "seconds")},
+                                    refresh=False)
+                bar.update(1)
+                if last:
+                    break
+                if self.step % cfg.save_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            log.close()
         self.save_checkpoint()
         final = self.write_final()
         if stop.reason and self.step < self.total:
@@ -1203,8 +1210,8 @@ def resumed_config(args: argparse.Namespace, ckpt_path: Path, ckpt: dict[str, An
     if changed:
         raise TrainError(f"--resume cannot change {', '.join('--' + k.replace('_', '-') for k in changed)} "
                          f"(fixed by {ckpt_path}); start a new run with another --out instead")
-    out = given.get("out") or (str(ckpt_path.parent) if args.resume else saved["out"])
-    return TrainConfig(**{**saved, **given, "out": out})
+    # the run folder is where the checkpoint is now, wherever it was when the run started
+    return TrainConfig(**{**saved, **given, "out": given.get("out") or str(ckpt_path.parent)})
 
 
 def main(argv: list[str] | None = None) -> int:
