@@ -3,8 +3,10 @@
 A ModelSpec is the only place that knows a model's numbers (value range, scale, size multiple, tiling advice).
 SPECS is a literal dict; `spec_from_config` turns a `train.py` output folder into a local spec.
 
-Hub revisions are pinned to commit shas so a force-push upstream cannot change what users run. Where a sha could
-not be looked up from public pages while writing this file, the comment says so and the revision is "main".
+Revisions: every Hub download goes through `revision=`, so pinning a model is a one-line change here. The commit
+shas could not be looked up while writing this file (the build machines reach no Hub and no model page; the public
+code search holds no commit history for these repos), so each spec reads "main" and says so. Pin a sha from the
+repo's "Files and versions" history before deploying where reproducibility matters.
 """
 
 from __future__ import annotations
@@ -88,9 +90,9 @@ class ModelSpec:
 # (scripts/download_cyclegan_model.sh), not from the Hub; the specs point at Hub Spaces that mirror those files.
 _CYCLEGAN_9 = {"in_channels": 3, "out_channels": 3, "ngf": 64, "n_blocks": 9}
 _UNPAIRED_SPACE = "davidpiscasio/unpaired-img2img"
-_UNPAIRED_REV = "main"  # PINNED BELOW
+_UNPAIRED_REV = "main"  # not pinned: no sha could be looked up offline (see module docstring)
 _YANGUAN_SPACE = "Yanguan/CycleGAN"
-_YANGUAN_REV = "main"  # PINNED BELOW
+_YANGUAN_REV = "main"  # not pinned: no sha could be looked up offline (see module docstring)
 
 
 def _cyclegan(id: str, title: str, description: str, *, repo: str, rev: str, filename: str, **extra: Any) -> ModelSpec:
@@ -180,7 +182,7 @@ SPECS: dict[str, ModelSpec] = {
         arch_kwargs={"in_channels": 3, "out_channels": 3},
         repo_id="huggan/pix2pix-edge2shoes",
         filename="pytorch_model.bin",
-        revision="main",
+        revision="main",  # not pinned: no sha could be looked up offline
         value_range=(-1.0, 1.0),
         size_multiple=256,
         input_size=256,
@@ -197,7 +199,7 @@ SPECS: dict[str, ModelSpec] = {
         arch_kwargs={"in_channels": 3, "out_channels": 3},
         repo_id="huggan/pix2pix-facades-demo",
         filename="pytorch_model.bin",
-        revision="main",
+        revision="main",  # not pinned: no sha could be looked up offline
         value_range=(-1.0, 1.0),
         size_multiple=256,
         input_size=256,
@@ -229,7 +231,7 @@ SPECS: dict[str, ModelSpec] = {
         arch_kwargs={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4},
         repo_id="ai-forever/Real-ESRGAN",
         filename="RealESRGAN_x4.pth",
-        revision="main",
+        revision="main",  # not pinned: no sha could be looked up offline
         value_range=(0.0, 1.0),
         scale=4,
         size_multiple=1,
@@ -248,7 +250,7 @@ SPECS: dict[str, ModelSpec] = {
         arch_kwargs={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4},
         repo_id="LykosAI/Upscalers",
         filename="RealESRGAN/RealESRGAN_x4plus.pth",
-        revision="main",
+        revision="main",  # not pinned: no sha could be looked up offline
         value_range=(0.0, 1.0),
         scale=4,
         size_multiple=1,
@@ -267,7 +269,7 @@ SPECS: dict[str, ModelSpec] = {
         arch_kwargs={"in_channels": 3, "out_channels": 3, "channels": 64, "num_rcb": 16, "upscale": 4},
         repo_id="goodfellowliu/SRGAN-PyTorch",
         filename="SRGAN_x4-SRGAN_ImageNet.pth.tar",
-        revision="main",
+        revision="main",  # not pinned: no sha could be looked up offline
         value_range=(0.0, 1.0),
         scale=4,
         size_multiple=1,
