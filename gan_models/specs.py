@@ -173,6 +173,20 @@ SPECS: dict[str, ModelSpec] = {
         description="Compact CycleGAN trained by this project with train.py; works offline.",
         source="weights/MANIFEST.json",
     ),
+    "default-style-reverse": ModelSpec(
+        id="default-style-reverse",
+        title="Painting → Photo (bundled)",
+        task="style",
+        arch="resnet_generator",
+        arch_kwargs={"in_channels": 3, "out_channels": 3, "ngf": 32, "n_blocks": 6},
+        value_range=(-1.0, 1.0),
+        size_multiple=4,
+        tile=None,
+        licence="MIT (weights trained by this project on public-domain paintings and benchmark photos)",
+        bundled=WEIGHTS_DIR / "default-style-reverse.safetensors",
+        description="The reverse generator of the same CycleGAN run as default-style (painting → photo).",
+        source="weights/MANIFEST.json",
+    ),
     # --- Sketch to photo (Pix2Pix) ------------------------------------------------------------------------------
     "edges2shoes": ModelSpec(
         id="edges2shoes",
