@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
-from .backends import Backend, BackendOutOfMemory, TorchBackend
+from .backends import Backend, BackendOutOfMemory, OnnxBackend, TorchBackend
 from .errors import (
+    BackendUnavailableError,
     GanModelsError,
     ImageTooLargeError,
     InvalidImageError,
+    OnnxExportError,
     UnknownModelError,
     WeightsError,
     WeightsUnavailableError,
@@ -33,11 +35,14 @@ __all__ = [
     "TASKS",
     "Backend",
     "BackendOutOfMemory",
+    "BackendUnavailableError",
     "GanModelsError",
     "ImageTooLargeError",
     "InvalidImageError",
     "LoadedModel",
     "ModelSpec",
+    "OnnxBackend",
+    "OnnxExportError",
     "TorchBackend",
     "Translator",
     "UnknownModelError",

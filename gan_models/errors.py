@@ -28,3 +28,12 @@ class WeightsUnavailableError(GanModelsError):
 
 class WeightsError(GanModelsError):
     """A weights file exists but cannot be used: corrupt, unsafe pickle, or keys that do not match the network."""
+
+
+class BackendUnavailableError(GanModelsError):
+    """A backend that cannot run here: onnxruntime not installed, no CUDA provider, an unknown precision."""
+
+
+class OnnxExportError(GanModelsError):
+    """Exporting a model to ONNX failed: the exporter, `onnx.checker`, quantization, or the parity check against
+    PyTorch (the message gives the measured difference and the tolerance)."""

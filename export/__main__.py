@@ -1,0 +1,99 @@
+"""`python -m export`: export specs to ONNX, check them against PyTorch, write JSON sidecars.
+
+    python -m export default-upscale-x4 -o exported/
+    python -m export default-style default-sketch -o exported/ --precision fp32 int8
+    python -m export --all -o exported/ --precision fp32 fp16 int8
+    python -m export ../runs/my-model -o exported/            # a train.py output folder
+    python -m export default-style -o /tmp/x --random-init    # no weights file: random weights (development only)
+
+Exit status: 0 when every export passed its parity check, 1 when any failed or was skipped (weights unavailable),
+2 on a usage or library error. `GAN_STUDIO_ONNX_CACHE=DIR` makes the app and CLI use the files written to DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gan_models.errors import GanModelsError, WeightsError, WeightsUnavailableError
+from gan_models.specs import SPECS, get_spec
+
+from .onnx_export import OPSET, PRECISIONS, Exported, check_precision, export_model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("models", nargs="*", help="model ids (see `python -m gan_models list`) or model folders")
+    parser.add_argument("--all", action="store_true", help="every model in SPECS")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output folder (DIR/<id>/<id>.<precision>.onnx)")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], metavar="P",
+                        help=f"one or more of {', '.join(PRECISIONS)} (default fp32; bf16 is refused with the reason)")
+    parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    parser.add_argument("--random-init", action="store_true",
+                        help="export freshly initialised weights when the weights file is missing (development)")
+    parser.add_argument("--reuse", action="store_true", help="keep files that already match these weights and passed")
+    return parser
+
+
+def _report(result: Exported) -> str:
+    side = result.sidecar
+    parity = side.get("parity", {})
+    if not result.passed:
+        return f"FAIL {side['spec']['id']:<22} {result.precision:<5} {result.failure}"
+    psnr = parity.get("psnr_vs_fp32_db")
+    psnr_text = f"{psnr:.1f} dB" if isinstance(psnr, float) else str(psnr)
+    size_mb = side.get("onnx_bytes", 0) / 2**20
+    return (f"ok   {side['spec']['id']:<22} {result.precision:<5} {size_mb:7.1f} MB  max|diff| "
+            f"{parity['max_abs_diff']:.2e}  PSNR vs fp32 {psnr_text:>8}  {result.onnx_path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision))
+        if args.all and args.models:
+            raise GanModelsError("give model ids or --all, not both")
+        if not args.all and not args.models:
+            raise GanModelsError("no model given; name model ids or use --all")
+        specs = list(SPECS.values()) if args.all else [get_spec(i) for i in args.models]
+    except GanModelsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for spec in specs:
+        module = source = None
+        try:
+            from gan_models.weights import load_generator_with_source
+
+            module, source = load_generator_with_source(spec)
+        except (WeightsUnavailableError, WeightsError) as exc:
+            if not args.random_init:
+                print(f"skip {spec.id:<22} {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            import torch
+
+            from gan_models.weights import build_generator
+
+            torch.manual_seed(0)
+            module = build_generator(spec).eval()
+            print(f"note {spec.id:<22} weights unavailable ({exc}); exporting random-init weights", file=sys.stderr)
+        try:
+            results = export_model(spec, args.out, precisions=precisions, module=module, source=source,
+                                   opset=args.opset, force=not args.reuse, retry_failed=True)
+        except GanModelsError as exc:
+            print(f"FAIL {spec.id:<22} {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        for result in results:
+            print(_report(result))
+            failed += not result.passed
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,787 @@
+"""Export any spec to ONNX, check it against PyTorch through the same Translator, write a JSON sidecar.
+
+    python -m export default-upscale-x4 -o exported/                     # fp32
+    python -m export default-style default-sketch -o exported/ --precision fp32 int8
+    python -m export --all -o exported/ --precision fp32 fp16 int8
+
+Layout (the same as the backend's cache, so `GAN_STUDIO_ONNX_CACHE=exported/` reuses these files):
+
+    DIR/<spec id>/<spec id>.<precision>.onnx     the model (inputs and outputs float32, dynamic N, H, W)
+    DIR/<spec id>/<spec id>.<precision>.json     sidecar: spec, opset, sha256, weights, parity, quantization
+    DIR/<spec id>/auto.<device>.json             which precision `backend="auto"` picked here, and why
+
+Precisions:
+    fp32  torch.onnx.export(dynamo=True); parity: max |onnx - torch| <= FP32_TOLERANCE x value range.
+    fp16  fp32 graph with fp16 weights and math, float32 inputs/outputs (for CUDA; slow on CPU).
+    int8  static QDQ quantization of the fp32 graph (per-channel s8 weights, u8 activations: the AVX-512 VNNI
+          u8 x s8 kernels), MinMax-calibrated on images shipped in examples/ (not on the parity image).
+    bf16  refused: onnxruntime has no bfloat16 Conv kernel (CPU EP: NOT_IMPLEMENTED for Conv(22), measured with
+          onnxruntime 1.32), so a bf16 file could be neither checked nor run here.
+    Reduced precisions must keep PSNR >= MIN_PSNR_DB against the torch fp32 output on the parity image.
+
+Heavy imports (torch.onnx, onnx, onnxruntime) happen inside functions: `default_backend()` reads sidecars through
+this module and must stay cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gan_models.errors import BackendUnavailableError, GanModelsError, OnnxExportError
+from gan_models.specs import ModelSpec
+
+FORMAT = "gan_models.onnx/1"
+OPSET = 18
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "bf16")
+RUNNABLE_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+# fp32 ONNX vs torch differ only by summation order: ~1e-5 seen on every arch. The tolerance is per unit of the
+# model's value range, so [-1, 1] models get 2e-3 and [0, 1] models 1e-3.
+FP32_TOLERANCE = 1e-3
+MIN_PSNR_DB = 40.0
+# `backend="auto"` takes a reduced precision only when it is clearly faster than fp32 on this machine.
+AUTO_MIN_SPEEDUP = 1.1
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+CACHE_ENV = "GAN_STUDIO_ONNX_CACHE"
+
+# Fixed, shipped images: the parity image of each task is never used for int8 calibration.
+_PARITY_IMAGE = {"style": "small_landscape.png", "sketch2photo": "shoe_sketch.png", "upscale": "small_landscape.png"}
+_CALIBRATION_IMAGES = {
+    "style": ("landscape.jpg", "logo_rgba.png", "house_sketch.png"),
+    "sketch2photo": ("house_sketch.png",),  # + edge maps of the photos, made the way the app makes them
+    "upscale": ("landscape.jpg", "logo_rgba.png", "gray16.png", "house_sketch.png"),
+}
+_SR_CALIBRATION_CROP = 64  # MinMax calibration keeps every activation of a batch: small crops bound its memory
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One exported file and what its sidecar says about it."""
+
+    onnx_path: Path
+    sidecar_path: Path
+    sidecar: dict[str, Any]
+
+    @property
+    def precision(self) -> str:
+        return self.sidecar["precision"]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.sidecar.get("parity", {}).get("passed"))
+
+    @property
+    def failure(self) -> str:
+        """Why this export is unusable, in one sentence ("" when it passed)."""
+        if self.passed:
+            return ""
+        if self.sidecar.get("error"):
+            return self.sidecar["error"]
+        p = self.sidecar.get("parity", {})
+        return p.get("reason") or "parity check failed"
+
+
+# --- locations and identities -----------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """GAN_STUDIO_ONNX_CACHE, else $XDG_CACHE_HOME/gan-studio/onnx, else ~/.cache/gan-studio/onnx (never the repo)."""
+    if env := os.environ.get(CACHE_ENV):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gan-studio" / "onnx"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+def model_dir(root: Path, spec: ModelSpec) -> Path:
+    return Path(root) / _safe(spec.id)
+
+
+def onnx_path_for(root: Path, spec: ModelSpec, precision: str) -> Path:
+    return model_dir(root, spec) / f"{_safe(spec.id)}.{precision}.onnx"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def state_sha256(module: Any) -> str:
+    """sha256 of a network's tensors (names, shapes, dtypes, bytes): identifies the weights actually exported."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu()
+        t = (t.float() if t.is_floating_point() else t).contiguous()  # fp16/CUDA copies hash like the fp32 export
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _weights_record(source: Any | None, module: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {"state_sha256": state_sha256(module)}
+    if source is None:
+        record["origin"] = "in-memory (random init or unsaved)"
+        return record
+    path = Path(source.path)
+    record.update(origin=source.origin, path=str(path))
+    if path.is_file():
+        st = path.stat()
+        record.update(file_sha256=sha256_file(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return record
+
+
+def _spec_record(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "id": spec.id,
+        "task": spec.task,
+        "arch": spec.arch,
+        "arch_kwargs": dict(spec.arch_kwargs),
+        "value_range": list(spec.value_range),
+        "scale": spec.scale,
+        "size_multiple": spec.size_multiple,
+        "tile": spec.tile,
+    }
+
+
+def check_precision(precision: str) -> str:
+    """`precision` if it can be exported and run here, else a clear error naming the valid choices."""
+    if precision == "bf16":
+        raise BackendUnavailableError(
+            "bf16 is not offered: onnxruntime has no bfloat16 Conv kernel (CPU execution provider: NOT_IMPLEMENTED "
+            "for Conv opset 22), so a bf16 model could neither be checked nor run; use int8 on CPU or fp16 on CUDA"
+        )
+    if precision not in RUNNABLE_PRECISIONS:
+        raise GanModelsError(f"unknown precision {precision!r}; choose one of: {', '.join(RUNNABLE_PRECISIONS)}")
+    return precision
+
+
+# --- fixed inputs -----------------------------------------------------------------------------------------------
+
+
+def _example_rgb(name: str) -> np.ndarray | None:
+    from gan_models import imaging
+
+    path = EXAMPLES_DIR / name
+    if not path.is_file():
+        return None
+    rgb, _, _ = imaging.split_image(imaging.load_image(path))
+    return rgb
+
+
+def _synthetic_rgb(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / max(w - 1, 1), yy / max(h - 1, 1), 0.5 + 0.5 * np.sin((xx + yy) / 7)], axis=-1)
+    return np.clip(base + rng.normal(0, 0.03, base.shape).astype(np.float32), 0, 1)
+
+
+def _resize_rgb(rgb: np.ndarray, side: int) -> np.ndarray:
+    from PIL import Image
+
+    img = Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB").resize((side, side), Image.Resampling.BICUBIC)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _translation_side(spec: ModelSpec) -> int:
+    m = max(1, spec.size_multiple)
+    side = spec.input_size or 256
+    return max(m, -(-side // m) * m)
+
+
+def parity_input(spec: ModelSpec) -> tuple[np.ndarray, str]:
+    """The fixed (1, 3, H, W) input of the parity check, in the model's range, and where it came from.
+
+    Upscalers get the small shipped photo as it is (odd size, so padding and tiling are exercised); translation
+    models get their task's image at the training size (sketches for sketch2photo).
+    """
+    from gan_models import imaging
+
+    name = _PARITY_IMAGE[spec.task]
+    rgb = _example_rgb(name)
+    label = f"examples/{name}"
+    if rgb is None:
+        rgb, label = _synthetic_rgb(107, 160, seed=1234), "synthetic 160x107 (examples/ missing)"
+    if spec.task != "upscale":
+        side = _translation_side(spec)
+        rgb, label = _resize_rgb(rgb, side), f"{label} at {side}x{side}"
+    return imaging.to_tensor_range(rgb, spec.value_range), label
+
+
+def calibration_inputs(spec: ModelSpec) -> tuple[list[np.ndarray], list[str]]:
+    """(1, 3, H, W) batches for int8 MinMax calibration, from images shipped in examples/, and their names."""
+    from PIL import Image
+
+    from gan_models import imaging
+
+    rgbs: list[tuple[str, np.ndarray]] = []
+    for name in _CALIBRATION_IMAGES[spec.task]:
+        rgb = _example_rgb(name)
+        if rgb is not None:
+            rgbs.append((f"examples/{name}", rgb))
+    if spec.task == "sketch2photo":
+        for name in ("landscape.jpg", "small_landscape.png"):
+            path = EXAMPLES_DIR / name
+            if path.is_file():
+                edges = imaging.edges_from_photo(Image.open(path).convert("RGB"))
+                rgbs.append((f"edges_from_photo(examples/{name})", np.asarray(edges, np.float32) / 255.0))
+    if not rgbs:
+        rgbs = [(f"synthetic seed {s}", _synthetic_rgb(160, 160, seed=s)) for s in range(4)]
+    batches: list[np.ndarray] = []
+    if spec.task == "upscale":
+        c = _SR_CALIBRATION_CROP
+        for _, rgb in rgbs:
+            if min(rgb.shape[:2]) < c:
+                rgb = _resize_rgb(rgb, c)
+            h, w = rgb.shape[:2]
+            for top, left in ((0, 0), (h - c, w - c), ((h - c) // 2, (w - c) // 2)):
+                batches.append(imaging.to_tensor_range(rgb[top:top + c, left:left + c], spec.value_range))
+    else:
+        side = _translation_side(spec)
+        for _, rgb in rgbs:
+            small = _resize_rgb(rgb, side)
+            batches.append(imaging.to_tensor_range(small, spec.value_range))
+            batches.append(imaging.to_tensor_range(small[:, ::-1], spec.value_range))  # mirrored: more statistics
+    return batches, [name for name, _ in rgbs]
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray, value_range: tuple[float, float]) -> float:
+    """PSNR of `a` against `b` after clipping both to the value range (the pixels users get), in dB."""
+    lo, hi = value_range
+    d = (np.clip(a, lo, hi) - np.clip(b, lo, hi)) / (hi - lo)
+    mse = float(np.mean(np.square(d, dtype=np.float64)))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def _json_float(v: float) -> float | str:
+    return v if np.isfinite(v) else "inf"
+
+
+# --- the exporters ----------------------------------------------------------------------------------------------
+
+
+def _example_side(spec: ModelSpec) -> int:
+    m = max(1, spec.size_multiple)
+    return max(m, -(-64 // m) * m)
+
+
+def _export_fp32(module: Any, spec: ModelSpec, path: Path, opset: int) -> None:
+    """torch.onnx.export with dynamic batch, height and width."""
+    import torch
+    from torch.export import Dim
+
+    side = _example_side(spec)
+    example = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    example = example * (spec.value_range[1] - spec.value_range[0]) + spec.value_range[0]
+    # dynamo=True: the TorchScript exporter (dynamo=False) is deprecated and announces its removal in this torch,
+    # and it traces Python booleans of tensor sizes into constants (it warns so on the ResNet and U-Net generators).
+    # The torch.export path keeps N, H, W symbolic (Dim.DYNAMIC also accepts the derived "H multiple of 256" of
+    # the U-Nets, where a named Dim would be rejected); it costs seconds per export, once per model and weights.
+    # The module is in eval mode: BatchNorm uses its running statistics and Dropout is off. Pix2pix's own test
+    # script keeps train mode by default (dropout as noise); exported models are deterministic instead.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (example,),
+            None,
+            dynamo=True,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_shapes=({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},),
+            external_data=False,
+            verbose=False,
+        )
+    if program is None:
+        raise OnnxExportError(f"{spec.id}: torch.onnx.export returned nothing")
+    dims = program.model.graph.inputs[0].shape
+    with contextlib.suppress(Exception):  # names are cosmetic; an older onnx_ir may not rename
+        program.rename_axes({dims[0]: "batch", dims[2]: "height", dims[3]: "width"})
+    program.save(str(path), external_data=False)
+
+
+def _derive_fp16(fp32_path: Path, path: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    # keep_io_types: callers keep passing float32 arrays; the casts sit at the graph's edges. The converter
+    # appends the input casts after their consumers, which onnx.checker rejects: sort the nodes again.
+    model = OnnxModel(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True))
+    model.topological_sort()
+    del model.model.graph.value_info[:]  # stale float32 shape annotations of tensors that are fp16 now
+    onnx.save(model.model, str(path))
+
+
+class _Batches:
+    """onnxruntime's CalibrationDataReader protocol over a list of arrays."""
+
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self._it = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._it, None)
+        return None if x is None else {"input": x}
+
+    def rewind(self) -> None:  # part of the reader protocol; one pass is all MinMax needs
+        pass
+
+
+def _derive_int8(fp32_path: Path, path: Path, spec: ModelSpec) -> dict[str, Any]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches, names = calibration_inputs(spec)
+    with tempfile.TemporaryDirectory(prefix="gan_onnx_q_") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # Symbolic shape inference cannot follow the dynamic H/W through every op (it raises "Incomplete symbolic
+        # shape inference"); ONNX shape inference and the graph optimisation pass are enough for quantization.
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(pre),
+                str(path),
+                _Batches(batches),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,  # u8 activations x s8 weights: the VNNI (vpdpbusd) kernels
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["Conv"],  # the FLOPs; keeping Add/Concat/Resize/norms float keeps quality
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+    return {
+        "format": "QDQ",
+        "activations": "uint8 (asymmetric, per tensor)",
+        "weights": "int8 (symmetric, per channel)",
+        "ops": ["Conv"],
+        "method": "MinMax",
+        "images": names,
+        "batches": len(batches),
+        "batch_shape": list(batches[0].shape),
+    }
+
+
+# --- checks -----------------------------------------------------------------------------------------------------
+
+
+def _run_checker(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types, all mean "invalid model"
+        raise OnnxExportError(f"{path.name}: onnx.checker rejected the model: {str(exc).splitlines()[0]}") from exc
+
+
+def _parity(
+    spec: ModelSpec, module: Any, path: Path, precision: str, *, device: str, reference: np.ndarray | None
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Run the fixed image through the same Translator with the torch and the ONNX backend and compare."""
+    from gan_models.backends import OnnxBackend, TorchBackend
+    from gan_models.pipeline import Translator
+
+    x, label = parity_input(spec)
+    tile = spec.tile if spec.task == "upscale" else None
+    if reference is None:
+        reference = Translator(spec, TorchBackend(module, device="cpu")).run_array(x, tile=tile)
+    backend = OnnxBackend(path, device=device, precision=precision, cache=False)
+    out = Translator(spec, backend).run_array(x, tile=tile)
+    lo, hi = spec.value_range
+    max_abs = float(np.max(np.abs(out - reference)))
+    psnr = psnr_db(out, reference, spec.value_range)
+    record: dict[str, Any] = {
+        "image": label,
+        "input_shape": list(x.shape),
+        "tile": tile,
+        "reference": "torch fp32 (TorchBackend, cpu) through the same Translator",
+        "device": backend.device,
+        "max_abs_diff": max_abs,
+        "psnr_vs_fp32_db": _json_float(psnr),
+    }
+    if precision == "fp32":
+        tol = FP32_TOLERANCE * (hi - lo)
+        record.update(tolerance=tol, passed=bool(max_abs <= tol))
+        if not record["passed"]:
+            record["reason"] = f"max |onnx - torch| = {max_abs:.3g} > tolerance {tol:.3g}"
+    else:
+        record.update(min_psnr_db=MIN_PSNR_DB, passed=bool(psnr >= MIN_PSNR_DB))
+        if not record["passed"]:
+            record["reason"] = f"PSNR vs fp32 {psnr:.1f} dB < {MIN_PSNR_DB:.0f} dB"
+    return record, reference
+
+
+def _dynamic_check(spec: ModelSpec, module: Any, path: Path) -> dict[str, Any]:
+    """Batch 2 at a non-square size the export never saw, against torch: proves N, H and W are really dynamic."""
+    import torch
+
+    from gan_models.backends import OnnxBackend
+
+    m = max(1, spec.size_multiple)
+    h = max(m, -(-24 // m) * m)
+    w = 2 * h if spec.task != "upscale" else h + 8
+    x = np.random.default_rng(7).random((2, 3, h, w), dtype=np.float32)
+    lo, hi = spec.value_range
+    x = x * (hi - lo) + lo
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x)).numpy()
+    out = OnnxBackend(path, device="cpu", cache=False)(x)
+    diff = float(np.max(np.abs(out - ref))) if out.shape == ref.shape else float("inf")
+    return {"input_shape": list(x.shape), "output_shape": list(out.shape), "max_abs_diff": _json_float(diff),
+            "passed": bool(diff <= FP32_TOLERANCE * (hi - lo))}
+
+
+# --- sidecars and the cache -------------------------------------------------------------------------------------
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    _atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _sidecar_matches(data: dict[str, Any] | None, spec: ModelSpec, precision: str, state_sha: str) -> bool:
+    return (
+        data is not None
+        and data.get("precision") == precision
+        and data.get("spec") == _spec_record(spec)
+        and data.get("weights", {}).get("state_sha256") == state_sha
+    )
+
+
+def load_existing(root: Path, spec: ModelSpec, precision: str, state_sha: str) -> Exported | None:
+    """The export of exactly these weights in `root`, passed or failed, if its files are intact; else None."""
+    path = onnx_path_for(root, spec, precision)
+    sidecar_path = path.with_suffix(".json")
+    data = read_json(sidecar_path)
+    if not _sidecar_matches(data, spec, precision, state_sha):
+        return None
+    assert data is not None
+    if data.get("error"):
+        # A remembered failure: retried when the weights or the exporting libraries change.
+        return Exported(path, sidecar_path, data) if data.get("versions") == _versions() else None
+    if not path.is_file() or sha256_file(path) != data.get("onnx_sha256"):
+        return None
+    return Exported(path, sidecar_path, data)
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """One export per model folder at a time: across threads (a lock) and processes (flock on .lock)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    with _THREAD_LOCKS_GUARD:
+        lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
+    with lock, open(folder / ".lock", "a+") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: threads are still serialised
+            pass
+        yield
+
+
+def _failure_sidecar(spec: ModelSpec, precision: str, weights: dict[str, Any], error: str, opset: int) -> dict:
+    return {
+        "format": FORMAT,
+        "spec": _spec_record(spec),
+        "precision": precision,
+        "opset": opset,
+        "weights": weights,
+        "error": error,
+        "parity": {"passed": False, "reason": error},
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _export_one(
+    spec: ModelSpec,
+    module: Any,
+    weights: dict[str, Any],
+    root: Path,
+    precision: str,
+    *,
+    opset: int,
+    fp32: Exported | None,
+    reference: dict[str, np.ndarray],
+) -> Exported:
+    path = onnx_path_for(root, spec, precision)
+    sidecar_path = path.with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="gan_onnx_", dir=path.parent) as tmp:
+            tmp_path = Path(tmp) / path.name
+            if precision == "fp32":
+                _export_fp32(module, spec, tmp_path, opset)
+            else:
+                assert fp32 is not None and fp32.passed
+                if precision == "fp16":
+                    _derive_fp16(fp32.onnx_path, tmp_path)
+                else:
+                    extra["quantization"] = _derive_int8(fp32.onnx_path, tmp_path, spec)
+            _run_checker(tmp_path)
+            os.replace(tmp_path, path)
+    except OnnxExportError as exc:
+        data = _failure_sidecar(spec, precision, weights, str(exc), opset)
+        _write_json(sidecar_path, data)
+        return Exported(path, sidecar_path, data)
+    except Exception as exc:  # noqa: BLE001 - exporter/quantizer internals raise anything; keep it as a failure
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        message = f"{spec.id} {precision}: export failed: {type(exc).__name__}: {first}"
+        data = _failure_sidecar(spec, precision, weights, message, opset)
+        _write_json(sidecar_path, data)
+        return Exported(path, sidecar_path, data)
+    export_s = time.perf_counter() - t0
+    parity, reference["out"] = _parity(spec, module, path, precision, device="cpu", reference=reference.get("out"))
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "spec": _spec_record(spec),
+        "precision": precision,
+        "opset": opset,
+        "exporter": "torch.onnx.export(dynamo=True)" if precision == "fp32" else f"derived from {fp32.onnx_path.name}",
+        "eval_mode": True,
+        "dynamic_axes": {"input": ["batch", "height", "width"], "output": ["batch", "height*scale", "width*scale"]},
+        "onnx_file": path.name,
+        "onnx_sha256": sha256_file(path),
+        "onnx_bytes": path.stat().st_size,
+        "weights": weights,
+        "parity": parity,
+        "export_seconds": round(export_s, 2),
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+    if precision == "fp32":
+        data["dynamic_check"] = _dynamic_check(spec, module, path)
+        if not data["dynamic_check"]["passed"] and parity["passed"]:
+            parity.update(passed=False, reason=f"batch-2 {data['dynamic_check']['input_shape']} run differs from torch")
+    _write_json(sidecar_path, data)
+    return Exported(path, sidecar_path, data)
+
+
+def _prepare(module: Any) -> Any:
+    # A private fp32 CPU copy: the caller's module may live on CUDA, in half precision, or serve requests.
+    return copy.deepcopy(module).float().cpu().eval()
+
+
+def export_model(
+    spec: ModelSpec,
+    root: str | Path,
+    *,
+    precisions: tuple[str, ...] = ("fp32",),
+    module: Any | None = None,
+    source: Any | None = None,
+    opset: int = OPSET,
+    force: bool = False,
+    retry_failed: bool = False,
+) -> list[Exported]:
+    """Export `spec` in each precision into `root/<id>/`, reusing valid files unless `force`.
+
+    A remembered failure of the same weights is returned as it is (no export every time a model loads) unless
+    `retry_failed`.
+
+    The weights come from `module` (as loaded) or, when None, from `gan_models.load_generator_with_source(spec)`.
+    Reduced precisions are derived from the fp32 export, which is made (or reused) first. A failed export or
+    parity check does not raise: it is returned (and written to the sidecar) with `passed` False.
+
+    Raises:
+        GanModelsError / BackendUnavailableError: unknown or unsupported precision.
+        WeightsUnavailableError, WeightsError: the spec's weights cannot be loaded.
+    """
+    for p in precisions:
+        check_precision(p)
+    if module is None:
+        from gan_models.weights import load_generator_with_source
+
+        module, source = load_generator_with_source(spec)
+    root = Path(root)
+    module = _prepare(module)
+    weights = _weights_record(source, module)
+    results: list[Exported] = []
+    reference: dict[str, np.ndarray] = {}  # the torch output on the parity image, computed once
+    with _folder_lock(model_dir(root, spec)):
+        fp32 = None if force else load_existing(root, spec, "fp32", weights["state_sha256"])
+        if fp32 is None or (retry_failed and not fp32.passed):
+            fp32 = _export_one(spec, module, weights, root, "fp32", opset=opset, fp32=None, reference=reference)
+        for precision in precisions:
+            if precision == "fp32":
+                results.append(fp32)
+                continue
+            done = None if force else load_existing(root, spec, precision, weights["state_sha256"])
+            if done is None or (retry_failed and not done.passed):
+                if not fp32.passed:
+                    data = _failure_sidecar(spec, precision, weights, f"fp32 export unusable: {fp32.failure}", opset)
+                    path = onnx_path_for(root, spec, precision)
+                    _write_json(path.with_suffix(".json"), data)
+                    done = Exported(path, path.with_suffix(".json"), data)
+                else:
+                    done = _export_one(spec, module, weights, root, precision, opset=opset, fp32=fp32,
+                                       reference=reference)
+            results.append(done)
+    return results
+
+
+# --- what backend="auto" runs -----------------------------------------------------------------------------------
+
+
+def _bench_input(spec: ModelSpec) -> np.ndarray:
+    if spec.task == "upscale":
+        side = min(spec.tile or 128, 256)
+    else:
+        side = _translation_side(spec)
+    lo, hi = spec.value_range
+    return (np.random.default_rng(3).random((1, 3, side, side), dtype=np.float32) * (hi - lo) + lo).astype(np.float32)
+
+
+def _time_backends(backends: dict[str, Any], x: np.ndarray, repeats: int = 3) -> dict[str, float]:
+    """Best-of-`repeats` seconds per backend, runs interleaved so background load hits every candidate alike."""
+    for b in backends.values():
+        b(x)  # warm-up: first run plans memory
+    best = {name: float("inf") for name in backends}
+    for _ in range(repeats):
+        for name, b in backends.items():
+            t = time.perf_counter()
+            b(x)
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def auto_choice_path(root: Path, spec: ModelSpec, device: str) -> Path:
+    return model_dir(root, spec) / f"auto.{device}.json"
+
+
+def choose_precision(
+    spec: ModelSpec,
+    module: Any,
+    source: Any | None,
+    *,
+    device: str,
+    threads: int | None = None,
+    root: str | Path | None = None,
+) -> Exported:
+    """Export (or reuse) fp32 and this device's reduced precision; return the fastest that passes.
+
+    The reduced candidate is int8 on CPU and fp16 on CUDA. It is taken only when it passed (PSNR >= 40 dB vs fp32)
+    and ran at least AUTO_MIN_SPEEDUP x faster than fp32 here, timed on one fixed input. The decision is written
+    to `auto.<device>.json` and reused until the weights change.
+
+    Raises:
+        OnnxExportError: not even fp32 exported and passed parity (the message says why).
+    """
+    from gan_models.backends import OnnxBackend
+
+    root = Path(root) if root is not None else cache_dir()
+    reduced = "fp16" if device == "cuda" else "int8"
+    state_sha = state_sha256(module)
+    choice_path = auto_choice_path(root, spec, device)
+    choice = read_json(choice_path)
+    if choice is not None and choice.get("state_sha256") == state_sha and choice.get("spec") == _spec_record(spec):
+        selected = choice.get("selected")
+        if selected is None:
+            raise OnnxExportError(f"{spec.id}: {choice.get('reason', 'no ONNX export passed parity')}")
+        done = load_existing(root, spec, selected, state_sha)
+        if done is not None and done.passed:
+            return done
+    results = {e.precision: e for e in export_model(spec, root, precisions=("fp32", reduced), module=module,
+                                                     source=source)}
+    fp32, low = results["fp32"], results[reduced]
+    record: dict[str, Any] = {
+        "format": FORMAT, "spec": _spec_record(spec), "state_sha256": state_sha, "device": device,
+        "weights": fp32.sidecar.get("weights", {}),
+        "candidates": {p: {"passed": e.passed, "failure": e.failure,
+                           "psnr_vs_fp32_db": e.sidecar.get("parity", {}).get("psnr_vs_fp32_db")}
+                       for p, e in results.items()},
+    }
+    if not fp32.passed:
+        record.update(selected=None, reason=f"fp32 ONNX unusable: {fp32.failure}")
+        _write_json(choice_path, record)
+        raise OnnxExportError(f"{spec.id}: {record['reason']}")
+    selected = fp32
+    if low.passed:
+        backends = {p: OnnxBackend(e.onnx_path, device=device, threads=threads, precision=p)
+                    for p, e in results.items()}
+        seconds = _time_backends(backends, _bench_input(spec))
+        record["latency_ms"] = {p: round(s * 1000, 2) for p, s in seconds.items()}
+        record["bench_input"] = list(_bench_input(spec).shape)
+        if seconds["fp32"] >= AUTO_MIN_SPEEDUP * seconds[reduced]:
+            selected = low
+        record["reason"] = (f"{reduced} {seconds['fp32'] / seconds[reduced]:.2f}x vs fp32 "
+                            f"(needs {AUTO_MIN_SPEEDUP}x) at PSNR {low.sidecar['parity']['psnr_vs_fp32_db']} dB")
+    else:
+        record["reason"] = f"{reduced} rejected: {low.failure}"
+    record["selected"] = selected.precision
+    record["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    _write_json(choice_path, record)
+    return selected
+
+
+def recorded_auto_ok(spec: ModelSpec, device: str = "cpu", root: str | Path | None = None) -> bool | None:
+    """Cheap look at the cache for `default_backend`: False when an earlier export of this very weights file
+    failed, True when one passed, None when nothing (current) is recorded. Reads one small JSON file, no hashing."""
+    root = Path(root) if root is not None else cache_dir()
+    choice = read_json(auto_choice_path(root, spec, device))
+    if choice is None or choice.get("spec") != _spec_record(spec):
+        return None
+    weights = choice.get("weights", {})
+    path = weights.get("path")
+    if not path or not Path(path).is_file():
+        return None
+    st = Path(path).stat()
+    if (st.st_size, st.st_mtime_ns) != (weights.get("size"), weights.get("mtime_ns")):
+        return None  # the weights file changed since: the next load re-exports
+    return choice.get("selected") is not None

@@ -1,0 +1,341 @@
+"""ONNX export and the onnx backend: checker, parity through the Translator, sidecars, cache, fallbacks, threads.
+
+Every export here goes to a temporary GAN_STUDIO_ONNX_CACHE. The tiny models export once per module (the
+`exported` fixture); tests that need a fresh export use the smallest net. Large architectures are `slow`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import export.onnx_export as ox
+from export.__main__ import main as export_main
+from gan_models import (
+    BackendUnavailableError,
+    GanModelsError,
+    OnnxBackend,
+    OnnxExportError,
+    TorchBackend,
+    Translator,
+    default_backend,
+    translator_for,
+)
+from gan_models.backends import BackendOutOfMemory, clear_session_cache
+from gan_models.cli import main as cli_main
+from gan_models.specs import ModelSpec
+from gan_models.weights import build_generator, load_generator, save_model_folder
+
+from .conftest import TINY_FIELDS, TINY_KWARGS, make_tiny_model, rgb_image, tiny_spec_fields
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ox.CACHE_ENV, str(root))
+        mp.delenv("GAN_STUDIO_BACKEND", raising=False)
+        yield root
+    clear_session_cache()
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_specs, onnx_cache) -> dict[str, dict[str, ox.Exported]]:
+    """fp32 and int8 exports of the three tiny models (resnet, unet, srvgg), made once for the module."""
+    return {task: {e.precision: e for e in ox.export_model(spec, onnx_cache, precisions=("fp32", "int8"))}
+            for task, spec in tiny_specs.items()}
+
+
+TASKS = ["upscale", "style", "sketch2photo"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_fp32_export_is_valid_dynamic_and_matches_torch(exported, tiny_specs, task):
+    result = exported[task]["fp32"]
+    assert result.passed, result.failure
+    onnx.checker.check_model(str(result.onnx_path), full_check=True)
+    model = onnx.load(str(result.onnx_path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param != "" for d in dims] == [True, False, True, True]  # N, H, W symbolic; C fixed
+    side = result.sidecar
+    lo, hi = tiny_specs[task].value_range
+    assert side["parity"]["max_abs_diff"] <= ox.FP32_TOLERANCE * (hi - lo)
+    assert side["dynamic_check"]["passed"] and side["dynamic_check"]["input_shape"][0] == 2
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sidecar_records_spec_opset_hashes_weights_and_parity(exported, tiny_specs, task):
+    spec = tiny_specs[task]
+    for precision, result in exported[task].items():
+        side = json.loads(result.sidecar_path.read_text())
+        assert side["format"] == ox.FORMAT and side["spec"]["id"] == spec.id and side["precision"] == precision
+        assert side["opset"] == ox.OPSET
+        if result.passed:
+            assert side["onnx_sha256"] == ox.sha256_file(result.onnx_path)
+        weights = side["weights"]
+        assert weights["path"] == str(spec.bundled) and weights["file_sha256"] == ox.sha256_file(spec.bundled)
+        assert weights["state_sha256"] == ox.state_sha256(load_generator(spec))
+        assert side["parity"]["image"].startswith("examples/")
+        assert isinstance(side["parity"]["psnr_vs_fp32_db"], (float, str))
+    int8 = exported[task]["int8"].sidecar
+    assert int8["quantization"]["format"] == "QDQ"
+    assert all(name.startswith(("examples/", "edges_from_photo(examples/")) for name in int8["quantization"]["images"])
+    assert int8["parity"]["passed"] == (int8["parity"]["psnr_vs_fp32_db"] >= ox.MIN_PSNR_DB)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_onnx_backend_through_translator_matches_torch(exported, tiny_specs, task):
+    spec = tiny_specs[task]
+    torch_tr = Translator(spec, TorchBackend(load_generator(spec), device="cpu"))
+    onnx_tr = Translator(spec, OnnxBackend(exported[task]["fp32"].onnx_path, device="cpu"))
+    x = np.random.default_rng(5).random((1, 3, 45, 70), dtype=np.float32)
+    lo, hi = spec.value_range
+    x = x * (hi - lo) + lo
+    diff = np.abs(onnx_tr.run_array(x, tile=None) - torch_tr.run_array(x, tile=None)).max()
+    assert diff < 1e-4
+    img = rgb_image(37, 23, mode="RGBA")
+    a, b = np.asarray(onnx_tr(img), np.int16), np.asarray(torch_tr(img), np.int16)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1
+
+
+def test_tiled_upscale_through_onnx_sees_one_shape(exported, tiny_specs):
+    spec = tiny_specs["upscale"]
+    backend = OnnxBackend(exported["upscale"]["fp32"].onnx_path, device="cpu")
+    shapes: set[tuple[int, ...]] = set()
+
+    class Recording:
+        name, device, precision = backend.name, backend.device, backend.precision
+
+        def __call__(self, x):
+            shapes.add(x.shape)
+            return backend(x)
+
+    x = np.random.default_rng(2).random((1, 3, 150, 110), dtype=np.float32)
+    tiled = Translator(spec, Recording()).run_array(x, tile=64)
+    reference = Translator(spec, TorchBackend(load_generator(spec), device="cpu")).run_array(x, tile=64)
+    assert tiled.shape == (1, 3, 600, 440)
+    assert np.abs(tiled - reference).max() < 1e-4
+    assert shapes == {(1, 3, 64, 64)}  # every tile, edge tiles included: one shape for the session
+
+
+def test_concurrent_requests_match_single_thread(exported, tiny_specs):
+    spec = tiny_specs["upscale"]
+    translator = Translator(spec, OnnxBackend(exported["upscale"]["int8"].onnx_path, device="cpu", precision="int8"))
+    images = [rgb_image(24 + 5 * i, 20 + i, seed=i) for i in range(8)]
+    expected = [np.asarray(translator(img, tile=16)) for img in images]
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                results[i] = np.asarray(translator(images[i], tile=16))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, want in enumerate(expected):
+        np.testing.assert_array_equal(results[i], want)
+
+
+def test_sessions_are_shared_per_file(exported):
+    path = exported["upscale"]["fp32"].onnx_path
+    a = OnnxBackend(path, device="cpu", threads=1)
+    b = OnnxBackend(path, device="cpu", threads=1)
+    c = OnnxBackend(path, device="cpu", threads=1, cache=False)
+    assert a._session is b._session and c._session is not a._session
+
+
+def test_auto_uses_onnx_and_reuses_the_cache(exported, tiny_specs, onnx_cache):
+    spec = tiny_specs["upscale"]
+    assert default_backend(spec) == "onnx"
+    translator = translator_for(spec, backend="auto", device="cpu")
+    assert translator.backend.name == "onnxruntime" and translator.backend.precision in ("fp32", "int8")
+    choice = json.loads(ox.auto_choice_path(onnx_cache, spec, "cpu").read_text())
+    assert choice["selected"] == translator.backend.precision and "reason" in choice
+    before = {p: p.stat().st_mtime_ns for p in ox.model_dir(onnx_cache, spec).glob("*.onnx")}
+    again = translator_for(spec, backend="onnx", device="cpu")
+    assert again.backend.precision == translator.backend.precision
+    assert {p: p.stat().st_mtime_ns for p in ox.model_dir(onnx_cache, spec).glob("*.onnx")} == before
+    assert default_backend(spec) == "onnx"
+
+
+def test_changed_weights_file_re_exports(tmp_path, monkeypatch):
+    monkeypatch.setenv(ox.CACHE_ENV, str(tmp_path / "cache"))
+    spec = make_tiny_model(tmp_path / "model", "upscale", seed=1)
+    first = translator_for(spec, backend="onnx", precision="fp32", device="cpu")
+    side_path = ox.onnx_path_for(tmp_path / "cache", spec, "fp32").with_suffix(".json")
+    old = json.loads(side_path.read_text())
+    torch.manual_seed(2)  # new weights in the same file, as after `train.py` writes a newer checkpoint
+    save_model_folder(build_generator(spec), spec.bundled.parent, spec_fields=tiny_spec_fields("upscale"))
+    second = translator_for(spec, backend="onnx", precision="fp32", device="cpu")
+    new = json.loads(side_path.read_text())
+    assert new["weights"]["file_sha256"] != old["weights"]["file_sha256"]
+    assert new["onnx_sha256"] != old["onnx_sha256"] and new["parity"]["passed"]
+    x = rgb_image(30, 20)
+    assert not np.array_equal(np.asarray(first(x)), np.asarray(second(x)))
+    torch_now = translator_for(spec, backend="torch", device="cpu")
+    assert np.abs(np.asarray(second(x), np.int16) - np.asarray(torch_now(x), np.int16)).max() <= 1
+
+
+def test_default_backend_is_torch_without_onnxruntime(tiny_specs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
+    spec = tiny_specs["upscale"]
+    assert default_backend(spec) == "torch"
+    assert translator_for(spec, backend="auto", device="cpu").backend.name == "torch"
+    with pytest.raises(BackendUnavailableError, match="onnxruntime"):
+        translator_for(spec, backend="onnx", device="cpu")
+
+
+def test_env_var_forces_a_backend(tiny_specs, monkeypatch):
+    spec = tiny_specs["upscale"]
+    monkeypatch.setenv("GAN_STUDIO_BACKEND", "torch")
+    assert default_backend(spec) == "torch"
+    assert translator_for(spec, device="cpu").backend.name == "torch"
+    monkeypatch.setenv("GAN_STUDIO_BACKEND", "tensorflow")
+    with pytest.raises(GanModelsError, match="GAN_STUDIO_BACKEND"):
+        default_backend(spec)
+
+
+def test_export_failure_falls_back_for_auto_and_raises_for_onnx(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(ox.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
+    spec = make_tiny_model(tmp_path / "model", "upscale", seed=3)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated exporter crash")
+
+    monkeypatch.setattr(ox, "_export_fp32", broken)
+    with caplog.at_level("WARNING"):
+        translator = translator_for(spec, backend="auto", device="cpu")
+    assert translator.backend.name == "torch" and "simulated exporter crash" in caplog.text
+    assert default_backend(spec) == "torch"  # remembered: no export attempt on the next start
+    with pytest.raises(OnnxExportError, match="simulated exporter crash"):
+        translator_for(spec, backend="onnx", device="cpu")
+
+
+def test_parity_failure_is_reported_not_used(exported, tiny_specs, tmp_path, monkeypatch):
+    # The "exporter" hands back the graph of another model of the same architecture: a real mismatch.
+    other = exported["upscale"]["fp32"].onnx_path
+    monkeypatch.setattr(ox, "_export_fp32", lambda module, spec, path, opset: shutil.copyfile(other, path))
+    torch.manual_seed(7)
+    module = build_generator(tiny_specs["upscale"]).eval()
+    result = ox.export_model(tiny_specs["upscale"], tmp_path, precisions=("fp32", "int8"), module=module)
+    assert [r.passed for r in result] == [False, False]
+    assert "tolerance" in result[0].failure and "fp32 export unusable" in result[1].failure
+    assert result[0].sidecar["parity"]["max_abs_diff"] > ox.FP32_TOLERANCE
+
+
+def test_bad_precision_is_a_clear_error(tiny_specs, tmp_path, capsys):
+    spec = tiny_specs["upscale"]
+    with pytest.raises(GanModelsError, match="unknown precision 'int4'.*fp32, fp16, int8"):
+        ox.export_model(spec, tmp_path, precisions=("int4",))
+    with pytest.raises(BackendUnavailableError, match="bf16.*no bfloat16 Conv kernel"):
+        ox.export_model(spec, tmp_path, precisions=("bf16",))
+    with pytest.raises(GanModelsError, match="precision"):
+        translator_for(spec, backend="onnx", precision="int4", device="cpu")
+    with pytest.raises(GanModelsError, match="precision 'int8' is for the onnx backend"):
+        translator_for(spec, backend="torch", precision="int8", device="cpu")
+    assert export_main([str(spec.bundled.parent), "-o", str(tmp_path), "--precision", "int4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown precision") and "\n" not in err
+    assert not list(tmp_path.rglob("*.onnx"))
+
+
+def test_export_cli_writes_files_and_reports(exported, tiny_specs, onnx_cache, capsys):
+    folder = tiny_specs["style"].bundled.parent
+    assert export_main([str(folder), "-o", str(onnx_cache), "--precision", "fp32", "--reuse"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok   tiny-style") and "max|diff|" in out and str(exported["style"]["fp32"].onnx_path) in out
+
+
+def test_export_cli_all_skips_unavailable_weights(tiny_specs, tmp_path, monkeypatch, offline_hub, capsys):
+    import export.__main__ as export_cli
+
+    hub_only = dataclasses.replace(tiny_specs["upscale"], id="hub-only", bundled=None, repo_id="nobody/none",
+                                   filename="x.bin", revision="main")
+    monkeypatch.setattr(export_cli, "SPECS", {"hub-only": hub_only})
+    assert export_main(["--all", "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "skip hub-only" in err and "offline" in err
+
+
+def test_cli_runs_with_the_onnx_backend(exported, tiny_specs, tmp_path, capsys):
+    rgb_image(20, 16).save(tmp_path / "a.png")
+    folder = str(tiny_specs["upscale"].bundled.parent)
+    code = cli_main(["run", folder, str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--backend", "onnx",
+                     "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "a_tiny-upscale.png").is_file()
+    assert cli_main(["run", folder, str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--backend", "tf"]) == 2
+    assert "unknown backend 'tf'" in capsys.readouterr().err
+
+
+def test_out_of_memory_becomes_backend_out_of_memory(exported):
+    backend = OnnxBackend(exported["upscale"]["fp32"].onnx_path, device="cpu", cache=False)
+
+    class Exhausted:
+        def run(self, *args, **kwargs):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for buffer")
+
+    backend._session = Exhausted()
+    with pytest.raises(BackendOutOfMemory):
+        backend(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_default_cache_is_outside_the_repository(monkeypatch):
+    monkeypatch.delenv(ox.CACHE_ENV, raising=False)
+    cache = ox.cache_dir().resolve()
+    assert REPO.resolve() not in (cache, *cache.parents)
+
+
+def _arch_spec(arch: str, task: str) -> ModelSpec:
+    fields = dict(TINY_FIELDS[task], arch=arch, arch_kwargs=TINY_KWARGS[arch])
+    if arch == "huggan_unet":
+        fields.update(size_multiple=256, input_size=256)
+    fields["value_range"] = tuple(fields["value_range"])
+    return ModelSpec(id=f"tiny-{arch}", title=arch, task=task, **fields)
+
+
+@pytest.mark.parametrize(("arch", "task"), [
+    ("srresnet", "upscale"),
+    pytest.param("rrdbnet", "upscale", marks=pytest.mark.slow),
+    pytest.param("huggan_unet", "sketch2photo", marks=pytest.mark.slow),
+    pytest.param("unet_generator", "sketch2photo", marks=pytest.mark.slow),  # batch-norm variant
+])
+def test_other_architectures_export_with_parity(arch, task, tmp_path):
+    spec = _arch_spec(arch, task)
+    if arch == "unet_generator":
+        spec = dataclasses.replace(spec, arch_kwargs={**TINY_KWARGS[arch], "norm": "batch"})
+    torch.manual_seed(0)
+    module = build_generator(spec).eval()
+    if arch == "unet_generator":  # give BatchNorm non-trivial running statistics: eval mode must use them
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    (result,) = ox.export_model(spec, tmp_path, module=module)
+    assert result.passed, result.failure
+    assert result.sidecar["dynamic_check"]["passed"]
+
+
+def test_repository_ignores_onnx_files():
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert "*.onnx" in ignored and "*.onnx.data" in ignored
