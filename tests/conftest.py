@@ -6,8 +6,11 @@ Everything here is offline and CPU-only. Hub files are written in the exact layo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,10 @@ from PIL import Image
 
 from gan_models.specs import ModelSpec, spec_from_config
 from gan_models.weights import build_generator, save_model_folder
+
+# Tests build many throw-away tiny models: plain PyTorch, unless a test asks for ONNX (tests/test_export.py unsets
+# this). Without it backend "auto" would export every tiny model to ONNX, into the user's cache, on first use.
+os.environ.setdefault("GAN_STUDIO_BACKEND", "torch")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -104,6 +111,33 @@ def rgb_image(w: int = 40, h: int = 28, *, seed: int = 0, mode: str = "RGB") -> 
     base += rng.normal(0, 0.03, base.shape).astype(np.float32)
     img = Image.fromarray((np.clip(base, 0, 1) * 255).astype(np.uint8), "RGB")
     return img.convert(mode) if mode != "RGB" else img
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(specs: Mapping[str, ModelSpec], config, hf_home: Path) -> Iterator[str]:
+    """Run the app (in this process) on a free loopback port with the Hub offline; yields its URL.
+
+    `config` is an app.AppConfig; app is imported here so that library-only test runs do not import Gradio.
+    """
+    from app import build_demo, launch_options
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_HOME", str(hf_home))
+        mp.delenv("HF_HUB_CACHE", raising=False)
+        demo = build_demo(specs=specs, config=config)
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+                    **launch_options(config))
+        try:
+            yield demo.local_url
+        finally:
+            demo.close()
 
 
 def skip_without_shared_data() -> Path:

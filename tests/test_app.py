@@ -7,10 +7,8 @@ model whose weights file is corrupt.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +17,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app import EMPTY_CANVAS_MESSAGE, AppConfig, build_demo, launch_options
+from app import EMPTY_CANVAS_MESSAGE, AppConfig, build_demo
 from gan_models import ModelSpec
 
-from .conftest import make_tiny_model, rgb_image
+from .conftest import make_tiny_model, rgb_image, serve
 
 PUBLIC_ENDPOINTS = {"/style_transfer", "/sketch_to_photo", "/upscale", "/models"}
 MAX_UPSCALE_PIXELS = 120_000
@@ -46,28 +44,6 @@ def build_app_models(root: Path) -> dict[str, ModelSpec]:
         dataclasses.replace(upscale, id="broken-upscale", title="Broken upscale", bundled=broken_file),
     ]
     return {spec.id: spec for spec in specs}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(specs: Mapping[str, ModelSpec], config: AppConfig, hf_home: Path) -> Iterator[str]:
-    """Run the app on a free local port with the Hub offline; yields its URL."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("HF_HOME", str(hf_home))
-        mp.delenv("HF_HUB_CACHE", raising=False)
-        demo = build_demo(specs=specs, config=config)
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                    **launch_options(config))
-        try:
-            yield demo.local_url
-        finally:
-            demo.close()
 
 
 @pytest.fixture(scope="module")
