@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.data_classes import FileData
 from PIL import Image, UnidentifiedImageError
 
 from gan_models import (
@@ -50,6 +52,7 @@ logger = logging.getLogger("gan_studio")
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 RESULT_HEIGHT = 420  # px on screen; small results are scaled up to it, large ones down
 CANVAS_SIZE = 512  # drawn at 2x the pix2pix training size, then resized: smoother strokes than a 256 canvas
+MAX_ASPECT = 4  # resizing by the short side never makes the long side more than this many times it
 EMPTY_CANVAS_MESSAGE = "The canvas is empty: draw something or upload a sketch"
 ORIGINS = {
     "bundled": "bundled with the app",
@@ -57,7 +60,9 @@ ORIGINS = {
     "hub-cache": "Hugging Face cache",
     "hub": "downloaded from the Hugging Face Hub",
 }
-STYLE_SIZES = [("Original (up to the size cap)", "original"), ("512 px short side", "512"), ("256 px short side", "256")]
+STYLE_SIZES = [
+    ("Original (up to the size cap)", "original"), ("512 px short side", "512"), ("256 px short side", "256"),
+]
 TILE_CHOICES = [("Auto", "auto"), ("128", "128"), ("256", "256"), ("512", "512"), ("None (whole image)", "none")]
 
 
@@ -232,16 +237,20 @@ class TranslatorCache:
 
 
 class ImageInput(gr.Image):
-    """gr.Image whose unreadable uploads reach the user as a plain message.
+    """gr.Image that hands uploads to the handler unopened, so `gan_models.imaging` reads them.
 
-    Gradio opens every upload with PIL before the handler runs; without this a corrupt file only shows a generic
-    "Error". The browser side is the stock Image component.
+    Gradio would open every upload with PIL first: an empty file or a decompression bomb then fails inside Gradio
+    with PIL's wording, before the library's guard and messages get a say. Pasted images (data URLs) still go
+    through Gradio, with its errors made plain. The browser side is the stock Image component.
     """
 
     def get_block_name(self) -> str:
         return "image"
 
     def preprocess(self, payload: Any) -> Any:
+        if (payload is not None and self.type == "filepath" and self.image_mode is None and payload.path
+                and not (payload.url or "").startswith("data:")):
+            return str(payload.path)
         try:
             return super().preprocess(payload)
         except gr.Error:
@@ -250,6 +259,35 @@ class ImageInput(gr.Image):
             raise gr.Error("The upload is not a readable image (unknown or corrupt format)") from exc
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files; all mean "cannot read"
             raise gr.Error(f"The upload is not a readable image: {exc}") from exc
+
+
+class SketchInput(gr.Sketchpad):
+    """gr.Sketchpad whose images are read by `gan_models.imaging`, like every other input of the app.
+
+    Gradio's own reading converts straight to RGB with PIL: EXIF orientation is ignored, 16-bit sketches turn white
+    and a truncated file or a decompression bomb ends in a generic error. Here the library reads the file (guard
+    before decoding, orientation, first frame of animations, 16-bit), transparency is composited on white paper as
+    the canvas shows it, and unreadable files give a message that names the problem. The browser side is the stock
+    Sketchpad. `max_pixels` is set after construction: Gradio builds the browser's props from constructor arguments.
+    """
+
+    max_pixels: int = imaging.DEFAULT_MAX_PIXELS
+
+    def get_block_name(self) -> str:
+        return "imageeditor"
+
+    def convert_and_format_image(self, file: FileData | bytes | None, flatten_on_white: bool = False) -> Any:
+        if file is None:
+            return None
+        with _user_errors():
+            img = imaging.load_image(file.path if isinstance(file, FileData) else bytes(file),
+                                     max_pixels=self.max_pixels)
+            rgb, alpha, meta = imaging.split_image(img)
+        if alpha is not None:
+            rgb = rgb * alpha[..., None] + (1.0 - alpha[..., None])  # on white paper
+        # 8-bit RGB, as image_mode="RGB" promises; merge_image keeps the reading notes on the result.
+        return imaging.merge_image(rgb, None, dataclasses.replace(meta, grayscale=False, has_alpha=False,
+                                                                  bit_depth=8))
 
 
 def for_display(img: Image.Image) -> Image.Image:
@@ -280,9 +318,12 @@ def _fit_long_side(img: Image.Image, side: int) -> Image.Image:
 
 
 def _resize_short_side(img: Image.Image, side: int) -> Image.Image:
-    """Resize (up or down) so the short side is `side`."""
+    """Resize (up or down) so the short side is `side`, but the long side at most MAX_ASPECT x `side`.
+
+    Without the cap a 1x5000 strip would become 256 x 1 280 000 px before it reaches the model.
+    """
     w, h = img.size
-    k = side / min(w, h)
+    k = min(side / min(w, h), MAX_ASPECT * side / max(w, h))
     return _resized(img, (max(1, round(w * k)), max(1, round(h * k))))
 
 
@@ -314,7 +355,7 @@ def _user_errors(model_id: str | None = None) -> Iterator[None]:
     except ImageTooLargeError as exc:
         raise gr.Error(f"The image is too large: {exc}") from exc
     except InvalidImageError as exc:
-        raise gr.Error(f"Cannot use this image: {exc}") from exc
+        raise gr.Error(f"This is not a readable image: {exc}") from exc
     except WeightsError as exc:
         raise gr.Error(f"Model {model_id} is unavailable (its weights file cannot be used); pick another model. "
                        f"Details: {exc}") from exc
@@ -365,8 +406,9 @@ class Studio:
         progress(0, desc=f"Loading {spec.title}")
         return self.cache.get(model_id)
 
-    def _info(self, requested: str, translator: Translator, seconds: float, size: tuple[int, int]) -> str:
+    def _info(self, requested: str, translator: Translator, seconds: float, result: Image.Image) -> str:
         spec, backend, source = translator.spec, translator.backend, translator.source
+        size = result.size
         origin = ORIGINS.get(source.origin, source.origin) if source is not None else "unknown"
         if spec.repo_id and source is not None and source.origin in ("hub", "hub-cache"):
             origin += f" ({spec.repo_id})"
@@ -376,9 +418,19 @@ class Studio:
             line += f"\n\n⚠️ {source.note}"
         elif requested != spec.id:
             line += f"\n\n⚠️ {requested} is served by {spec.id}"
+        notes = imaging.image_notes(result)
+        if notes:  # what happened to the input on the way: first frame of an animation, CMYK converted, ...
+            line += "\n\nℹ️ " + "; ".join(notes)
         return line
 
     def _write_png(self, img: Image.Image, stem: str) -> str:
+        """Save `img` as a uniquely named PNG (atomically) and return its path.
+
+        Handlers return images as these files, not as PIL images: Gradio saves a PIL output under a name derived
+        from its content and rewrites that file in place, so two requests with the same result (the same example
+        clicked twice) could serve each other a half-written file. A file path is copied into Gradio's cache
+        atomically instead.
+        """
         with self._out_lock:
             if self._out_dir is None:
                 self._out_dir = Path(tempfile.mkdtemp(prefix="gan-studio-"))
@@ -387,14 +439,14 @@ class Studio:
                 if old.stat().st_mtime < cutoff:
                     old.unlink(missing_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:60] or "image"
-        path = self._out_dir / f"{safe}-{time.time_ns() % 10**9}.png"
+        path = self._out_dir / f"{safe}-{uuid.uuid4().hex[:12]}.png"
         return str(imaging.save_png(img, path))
 
     # --- handlers (their names and docstrings are the API and MCP descriptions) -----------------------------------
 
     def style_transfer(
         self, image: str | None, style: str, output_size: str = "original", progress: gr.Progress = gr.Progress()
-    ) -> tuple[Image.Image, str]:
+    ) -> tuple[str, str]:
         """Repaint a photo in another style with a CycleGAN generator.
 
         Args:
@@ -419,18 +471,20 @@ class Studio:
                 raise gr.Error(f"output_size must be original, 512 or 256, not {output_size!r}")
             result = translator(img, progress=_progress_callback(progress))
             seconds = time.perf_counter() - start
-        return for_display(result), self._info(style, translator, seconds, result.size)
+        preview = self._write_png(for_display(result), f"{Path(str(image)).stem}_{translator.spec.id}")
+        return preview, self._info(style, translator, seconds, result)
 
     def sketch_to_photo(
         self, sketch: dict | None, model: str, fit_to_model: bool = True, progress: gr.Progress = gr.Progress()
-    ) -> tuple[Image.Image, str]:
+    ) -> tuple[str, str]:
         """Turn a sketch (black strokes on white) or an edge map into a photo with a Pix2Pix generator.
 
         Args:
             sketch: the canvas value {"background", "layers", "composite"}; the composite (else the background)
                 is used, so API callers may send {"background": <image file>, "layers": [], "composite": None}.
             model: a sketch-to-photo model id (see /models, task "sketch2photo").
-            fit_to_model: resize the drawing so its short side is the model's training size (256 px).
+            fit_to_model: resize the drawing so its short side is the model's training size (256 px), the long side
+                at most 4 times that.
 
         Returns:
             The generated photo (PNG) and an info line.
@@ -454,7 +508,8 @@ class Studio:
                 img = _resize_short_side(img.convert("RGB"), size)
             result = translator(img, progress=_progress_callback(progress))
             seconds = time.perf_counter() - start
-        return for_display(result), self._info(model, translator, seconds, result.size)
+        preview = self._write_png(for_display(result), f"sketch_{translator.spec.id}")
+        return preview, self._info(model, translator, seconds, result)
 
     def edges_from_photo(self, photo: str | None, model: str) -> dict:
         """The edge map the sketch models were trained on, from a photo, placed on the canvas."""
@@ -473,7 +528,7 @@ class Studio:
         outscale: int = 4,
         tile: str = "auto",
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[tuple[Image.Image, Image.Image], str, str]:
+    ) -> tuple[tuple[str, str], str, str]:
         """Upscale an image with an SRGAN-family generator; alpha, grayscale, 16-bit, ICC and EXIF are kept.
 
         Args:
@@ -504,7 +559,8 @@ class Studio:
             path = self._write_png(result, f"{Path(str(image)).stem}_x{scale:g}")
         after = _fit_long_side(for_display(result), self.config.preview_side)
         before = _resized(for_display(source), after.size)
-        return (before, after), path, self._info(model, translator, seconds, result.size)
+        previews = (self._write_png(before, "before"), self._write_png(after, "after"))
+        return previews, path, self._info(model, translator, seconds, result)
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the app offers: id, title, task, bundled, available, status, hub repo, licence.
@@ -604,13 +660,14 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: AppConfi
                     with gr.Column():
                         gr.Markdown("Pick the brush ✏️ and draw black strokes on white, or upload a sketch or edge "
                                     "map ⬆️; the drawing is resized to the model's training size.")
-                        canvas = gr.Sketchpad(
+                        canvas = SketchInput(
                             label="Sketch",
                             type="pil", image_mode="RGB", format="png",
                             canvas_size=(CANVAS_SIZE, CANVAS_SIZE), sources=["upload", "clipboard"],
                             brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=4),
                             layers=False, transforms=(), elem_id="sketch-canvas",
                         )
+                        canvas.max_pixels = config.max_input_pixels
                         sketch_model = gr.Dropdown(studio.choices("sketch2photo"),
                                                    value=studio.default_model("sketch2photo"), label="Model")
                         sketch_fit = gr.Checkbox(True, label="Resize to the model's training size")

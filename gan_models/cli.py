@@ -30,7 +30,8 @@ def _parse_tile(text: str) -> int | str | None:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"tile must be 'auto', 0 (no tiling) or a size in pixels, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"tile must be 'auto', 0 (no tiling) or a size in pixels, not {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError("tile must not be negative")
     return value or None
@@ -69,7 +70,8 @@ def iter_images(inputs: Sequence[Path]) -> Iterator[Path]:
     """Files as given, folders searched recursively for image files, in a stable order, each once."""
     seen: set[Path] = set()
     for item in inputs:
-        candidates = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir() else [item]
+        candidates = (sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir()
+                      else [item])
         for path in candidates:
             key = path.resolve()
             if key not in seen:
@@ -88,7 +90,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .imaging import save_png
+    from .imaging import image_notes, save_png
     from .pipeline import translator_for
 
     out_dir: Path = args.out
@@ -110,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"note: {translator.source.note}", file=sys.stderr)
     suffix = args.suffix if args.suffix is not None else f"_{translator.spec.id}"
     failures: list[tuple[Path, str]] = [(p, "no such file") for p in missing]
+    notes: list[tuple[Path, str]] = []
     written = 0
     bar = tqdm([p for p in files if p.exists()], desc=translator.spec.id, unit="img", file=sys.stderr)
     for path in bar:
@@ -122,12 +125,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = translator(path, tile=args.tile, outscale=args.outscale)
             save_png(result, target)
             written += 1
+            notes.extend((path, note) for note in image_notes(result))
         except GanModelsError as exc:
             failures.append((path, str(exc)))
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
                 raise GanModelsError(f"cannot write {target}: {exc.strerror}; stopped after {written} files") from exc
             failures.append((path, f"{type(exc).__name__}: {exc}"))
+    for path, note in notes:
+        print(f"note: {path}: {note}", file=sys.stderr)
     for path, reason in failures:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"{written} written to {out_dir}, {len(failures)} skipped", file=sys.stderr)

@@ -239,7 +239,8 @@ def merge_image(rgb: np.ndarray, alpha: np.ndarray | None, meta: ImageMeta) -> I
     """rgb (H, W, 3) in [0, 1] (+ alpha (H, W)) → a PIL image of the input's kind.
 
     Grayscale inputs give L (LA with alpha; I;16 when the input was 16-bit), colour gives RGB/RGBA. Alpha of
-    another size is resized to the result. The ICC profile and EXIF ride along in `img.info` for `save_png`.
+    another size is resized to the result. The ICC profile and EXIF ride along in `img.info` for `save_png`, the
+    notes (see `image_notes`) for the front doors.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InvalidImageError(f"expected an (H, W, 3) array, got shape {rgb.shape}")
@@ -266,7 +267,17 @@ def merge_image(rgb: np.ndarray, alpha: np.ndarray | None, meta: ImageMeta) -> I
         img.info["icc_profile"] = meta.icc_profile
     if meta.exif:
         img.info["exif"] = meta.exif
+    if meta.notes:
+        img.info[_NOTES_KEY] = meta.notes  # so front doors can tell the user what was changed on the way
     return img
+
+
+def image_notes(img: Image.Image) -> tuple[str, ...]:
+    """Remarks for the user that reading `img` produced ("animated image: used the first of its 3 frames", ...).
+
+    `load_image` attaches them, they survive PIL's convert/resize, and `merge_image` carries them onto results.
+    """
+    return tuple(img.info.get(_NOTES_KEY, ()))
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
