@@ -299,7 +299,9 @@ SPECS: dict[str, ModelSpec] = {
         title="Compact x4 (bundled)",
         task="upscale",
         arch="srvgg_compact",
-        arch_kwargs={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 48, "num_conv": 16, "upscale": 4, "act_type": "prelu"},
+        arch_kwargs={
+            "num_in_ch": 3, "num_out_ch": 3, "num_feat": 48, "num_conv": 16, "upscale": 4, "act_type": "prelu",
+        },
         value_range=(0.0, 1.0),
         scale=4,
         size_multiple=1,
