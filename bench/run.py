@@ -1,0 +1,417 @@
+"""Speed and memory of every inference path, side by side on the same inputs, in one run.
+
+    python -m bench                              # every tab, 1 warm-up + 5 timed runs per path
+    python -m bench --quick                      # 3 runs; fewer rows; the 2048² tab runs eager + default only
+    python -m bench --tabs style upscale --repeats 10 --threads 2 --json bench.json
+
+Tabs (one model per app tab, the bundled defaults; random-init weights of the same architecture, with a notice,
+when a file in weights/ is missing):
+    style         default-style       256² → 256²      whole image (InstanceNorm nets are not tiled)
+    sketch        default-sketch      256² → 256²
+    upscale       default-upscale-x4  256² → 1024²
+    upscale-2048  default-upscale-x4  2048² → 8192²    tiled (the Translator's auto tile); each path in its own
+                                                       process so its peak RSS (VmHWM) is its own
+Paths:
+    eager         `with torch.no_grad(): model(x)` on the whole NCHW tensor, fp32: what reference repos run
+    torch         our torch path: Translator + TorchBackend (pads, tiles when auto says so)
+    onnx-fp32     Translator + OnnxBackend, the fp32 export
+    onnx-int8     Translator + OnnxBackend, static QDQ int8 (the CPU reduced-precision candidate)
+    onnx-fp16     Translator + OnnxBackend, fp16 export (the CUDA candidate; shown to be slow on CPU)
+    torch-bf16    model(x) under CPU autocast(bfloat16), channels_last: the bf16 candidate on this CPU
+                  (onnxruntime has no bf16 Conv kernel); measured for the choice, not offered as a backend
+Columns: median latency, ratio vs eager (higher is faster), useful GFLOP/s (the model's FLOPs on the whole input,
+counted once with FlopCounterMode, over the latency: tile overlap is work we do but do not count), PSNR vs the
+eager fp32 output, peak RSS (2048² tab). "default" marks what `translator_for(backend="auto")` runs.
+Timed runs are interleaved across paths so background load hits each path alike; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/run.py` as well as `python -m bench`
+    sys.path.insert(0, str(ROOT))
+
+EXAMPLES = ROOT / "examples"
+
+
+@dataclass(frozen=True)
+class Tab:
+    name: str
+    model: str
+    size: int  # input side in pixels
+    image: str  # examples/ file, resized to size x size (held out of int8 calibration where the task allows)
+    subprocess: bool = False
+
+
+TABS: dict[str, Tab] = {
+    "style": Tab("style", "default-style", 256, "small_landscape.png"),
+    "sketch": Tab("sketch", "default-sketch", 256, "shoe_sketch.png"),
+    "upscale": Tab("upscale", "default-upscale-x4", 256, "small_landscape.png"),
+    "upscale-2048": Tab("upscale-2048", "default-upscale-x4", 2048, "landscape.jpg", subprocess=True),
+}
+ALL_PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8", "onnx-fp16", "torch-bf16")
+QUICK_PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8")
+
+
+@dataclass
+class Row:
+    tab: str
+    path: str
+    seconds: list[float] = field(default_factory=list)
+    psnr: float | None = None
+    peak_rss_mb: float | None = None
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.seconds)) if self.seconds else float("nan")
+
+
+# --- inputs, models, paths --------------------------------------------------------------------------------------
+
+
+def tab_image(tab: Tab) -> Any:
+    """The tab's input picture: an examples/ image resized to size x size (a seeded noise picture if missing)."""
+    from PIL import Image
+
+    path = EXAMPLES / tab.image
+    if path.is_file():
+        img = Image.open(path).convert("RGB")
+    else:
+        rng = np.random.default_rng(0)
+        img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8), "RGB")
+    return img.resize((tab.size, tab.size), Image.Resampling.BICUBIC)
+
+
+def tab_input(tab: Tab, value_range: tuple[float, float]) -> np.ndarray:
+    from gan_models import imaging
+
+    rgb, _, _ = imaging.split_image(tab_image(tab))
+    return imaging.to_tensor_range(rgb, value_range)
+
+
+def load_model(spec_id: str, *, weights_dir: str | None = None, quiet: bool = False) -> tuple[Any, Any, Any, bool]:
+    """(spec, module, source, random_init): the bundled weights (or `weights_dir/<id>.safetensors`), else
+    random-init weights with a printed notice."""
+    import dataclasses
+
+    import torch
+
+    from gan_models import SPECS
+    from gan_models.errors import WeightsError, WeightsUnavailableError
+    from gan_models.weights import build_generator, load_generator_with_source
+
+    spec = SPECS[spec_id]
+    if weights_dir is not None:
+        spec = dataclasses.replace(spec, bundled=Path(weights_dir) / f"{spec_id}.safetensors")
+    try:
+        module, source = load_generator_with_source(spec)
+        return spec, module, source, False
+    except (WeightsUnavailableError, WeightsError) as exc:
+        if not quiet:
+            print(f"NOTICE: {spec_id}: {exc}; timing random-init weights of the same architecture "
+                  "(speed is the same; PSNR of reduced precisions is not representative)", file=sys.stderr)
+        torch.manual_seed(0)
+        return spec, build_generator(spec).eval(), None, True
+
+
+def count_flops(module: Any, x: np.ndarray) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(torch.from_numpy(x))
+    return float(counter.get_total_flops())
+
+
+def make_path(name: str, spec: Any, module: Any, onnx_files: dict[str, str], threads: int) -> Callable:
+    """A callable (1, 3, H, W) float32 → output for one path; every path gets its own copy of the weights."""
+    import torch
+
+    from gan_models.backends import OnnxBackend, TorchBackend
+    from gan_models.pipeline import Translator
+
+    if name == "eager":
+        model = copy.deepcopy(module).float().eval()
+
+        def eager(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model(torch.from_numpy(x)).numpy()
+
+        return eager
+    if name == "torch-bf16":
+        model = copy.deepcopy(module).float().eval().to(memory_format=torch.channels_last)
+
+        def bf16(x: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(t).float().numpy()
+
+        return bf16
+    if name == "torch":
+        translator = Translator(spec, TorchBackend(copy.deepcopy(module), device="cpu"))
+    else:
+        precision = name.removeprefix("onnx-")
+        backend = OnnxBackend(onnx_files[precision], device="cpu", threads=threads, precision=precision)
+        translator = Translator(spec, backend)
+    return lambda x: translator.run_array(x, tile="auto")
+
+
+# --- the 2048² worker (one process per path) --------------------------------------------------------------------
+
+
+def _vm_hwm_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def worker(args: dict[str, Any]) -> dict[str, Any]:
+    """Run one path on the big input in this (fresh) process: times, peak RSS of the user path, PSNR."""
+    import torch
+
+    from gan_models import imaging
+
+    torch.set_num_threads(args["threads"])
+    spec, module, _, _ = load_model(args["model"], weights_dir=args["weights"], quiet=True)
+    tab = TABS[args["tab"]]
+    rgb_in, _, meta = imaging.split_image(tab_image(tab))
+    x = imaging.to_tensor_range(rgb_in, spec.value_range)
+    del rgb_in
+    fn = make_path(args["path"], spec, module, args["onnx_files"], args["threads"])
+    seconds = []
+    y = None
+    for _ in range(args["repeats"]):
+        y = None  # free the previous output before the next run, as a server would
+        t = time.perf_counter()
+        y = fn(x)
+        seconds.append(time.perf_counter() - t)
+    assert y is not None
+    # The rest of what a user's request does: float result → 8-bit image.
+    rgb = imaging.from_tensor_range(y, spec.value_range)
+    img = imaging.merge_image(rgb, None, meta)
+    peak = _vm_hwm_mb()
+    del rgb, img
+    psnr = None
+    ref_path = Path(args["reference"])
+    if args["path"] == "eager":
+        np.save(ref_path, y)
+    elif ref_path.is_file():
+        from export.onnx_export import psnr_db
+
+        ref = np.load(ref_path, mmap_mode="r")
+        psnr = psnr_db(y, np.asarray(ref), spec.value_range)
+    return {"seconds": seconds, "peak_rss_mb": peak, "psnr": psnr, "shape": list(y.shape)}
+
+
+# --- the run ----------------------------------------------------------------------------------------------------
+
+
+def cpu_summary() -> str:
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    have = [f for f in wanted if f in flags]
+    return f"{model}, {os.cpu_count()} logical CPUs, {' '.join(have) or 'no AVX-512/VNNI/AMX flags'}"
+
+
+def ensure_exports(spec: Any, module: Any, source: Any, root: Path, precisions: Sequence[str]) -> dict[str, str]:
+    from export.onnx_export import export_model
+
+    files = {}
+    for exported in export_model(spec, root, precisions=tuple(precisions), module=module, source=source):
+        if exported.passed or exported.onnx_path.is_file():
+            files[exported.precision] = str(exported.onnx_path)
+        note = "" if exported.passed else f" (did not pass: {exported.failure})"
+        print(f"  export {spec.id} {exported.precision}: {exported.onnx_path}{note}", file=sys.stderr)
+    return files
+
+
+def default_path(spec: Any, module: Any, source: Any, root: Path, threads: int) -> str:
+    from export.onnx_export import choose_precision
+    from gan_models.errors import OnnxExportError
+    from gan_models.pipeline import default_backend
+
+    if default_backend(spec, device="cpu") == "torch":
+        return "torch"
+    try:
+        return "onnx-" + choose_precision(spec, module, source, device="cpu", threads=threads, root=root).precision
+    except OnnxExportError:
+        return "torch"
+
+
+def run_in_process(tab: Tab, paths: Sequence[str], spec: Any, module: Any, files: dict[str, str], *, threads: int,
+                   warmup: int, repeats: int) -> list[Row]:
+    x = tab_input(tab, spec.value_range)
+    fns = {p: make_path(p, spec, module, files, threads) for p in paths}
+    rows = {p: Row(tab.name, p) for p in paths}
+    outputs: dict[str, np.ndarray] = {}
+    for p, fn in fns.items():
+        for _ in range(warmup):
+            outputs[p] = fn(x)
+        if p not in outputs:
+            outputs[p] = fn(x)
+    for _ in range(repeats):
+        for p, fn in fns.items():  # interleaved: background load lands on every path alike
+            t = time.perf_counter()
+            fn(x)
+            rows[p].seconds.append(time.perf_counter() - t)
+    from export.onnx_export import psnr_db
+
+    for p in paths:
+        if p != "eager":
+            rows[p].psnr = psnr_db(outputs[p], outputs["eager"], spec.value_range)
+    return list(rows.values())
+
+
+def run_subprocesses(tab: Tab, paths: Sequence[str], files: dict[str, str], *, threads: int, repeats: int,
+                     tmp: Path, weights_dir: str | None) -> list[Row]:
+    rows = []
+    reference = tmp / f"{tab.name}-eager.npy"
+    for p in ["eager", *[q for q in paths if q != "eager"]]:
+        args = {"tab": tab.name, "model": tab.model, "path": p, "threads": threads, "repeats": repeats,
+                "onnx_files": files, "reference": str(reference), "weights": weights_dir}
+        proc = subprocess.run([sys.executable, "-m", "bench.run", "--worker", json.dumps(args)], cwd=ROOT,
+                              capture_output=True, text=True)
+        row = Row(tab.name, p)
+        if proc.returncode != 0:
+            row.note = "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1][:120]
+        else:
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            row.seconds, row.peak_rss_mb, row.psnr = result["seconds"], result["peak_rss_mb"], result["psnr"]
+        rows.append(row)
+        print(f"  {tab.name} {p}: {row.median:.2f} s, peak RSS {row.peak_rss_mb or float('nan'):.0f} MB {row.note}",
+              file=sys.stderr)
+    reference.unlink(missing_ok=True)
+    return rows
+
+
+def format_table(rows: list[Row], flops: dict[str, float], defaults: dict[str, str]) -> str:
+    lines = ["| tab | path | median ms | vs eager | GFLOP/s | PSNR vs fp32 | peak RSS |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    eager = {r.tab: r.median for r in rows if r.path == "eager"}
+    for r in rows:
+        label = f"**{r.path}** (default)" if defaults.get(r.tab) == r.path else r.path
+        if r.note:
+            lines.append(f"| {r.tab} | {label} | {r.note} | | | | |")
+            continue
+        ratio = eager[r.tab] / r.median if r.tab in eager else float("nan")
+        gflops = flops[r.tab] / r.median / 1e9
+        psnr = "ref" if r.path == "eager" else ("inf" if r.psnr == float("inf") else f"{r.psnr:.1f} dB")
+        rss = f"{r.peak_rss_mb:.0f} MB" if r.peak_rss_mb is not None else ""
+        lines.append(f"| {r.tab} | {label} | {r.median * 1000:.0f} | {ratio:.2f}x | {gflops:.0f} | {psnr} | {rss} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("--tabs", nargs="+", choices=list(TABS), default=list(TABS))
+    parser.add_argument("--paths", nargs="+", choices=ALL_PATHS, default=None, help="default: all (quick: fewer)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per path (default 5; quick 3; 2048²: 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per path first (not for 2048²)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every path")
+    parser.add_argument("--quick", action="store_true", help="3 runs, no fp16/bf16 rows, 2048²: eager + default")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="ONNX folder (default: the backend's cache, so the files the app uses are timed)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="load <model id>.safetensors from this folder instead of weights/ (e.g. a training run)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker is not None:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+
+    import onnxruntime
+    import torch
+
+    from export.onnx_export import cache_dir
+
+    torch.set_num_threads(args.threads)
+    paths = tuple(args.paths or (QUICK_PATHS if args.quick else ALL_PATHS))
+    repeats = args.repeats or (3 if args.quick else 5)
+    print(f"CPU: {cpu_summary()}")
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, threads {args.threads}, "
+          f"{args.warmup} warm-up + {repeats} timed runs; load average at start {os.getloadavg()[0]:.2f}")
+    rows: list[Row] = []
+    flops: dict[str, float] = {}
+    defaults: dict[str, str] = {}
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="gan_bench_") as tmp_name:
+        tmp = Path(tmp_name)
+        loaded: dict[str, tuple] = {}
+        for name in args.tabs:
+            tab = TABS[name]
+            if tab.model not in loaded:
+                spec, module, source, random_init = load_model(
+                    tab.model, weights_dir=str(args.weights) if args.weights else None)
+                root = tmp / "onnx" if random_init else (args.cache or cache_dir())
+                if random_init:
+                    notes.append(f"{tab.model}: random-init weights (weights file missing)")
+                wanted = [p.removeprefix("onnx-") for p in ALL_PATHS if p.startswith("onnx-")]
+                files = ensure_exports(spec, module, source, root, wanted)
+                loaded[tab.model] = (spec, module, source, files, default_path(spec, module, source, root,
+                                                                               args.threads))
+            spec, module, source, files, default = loaded[tab.model]
+            defaults[name] = default
+            tab_paths = [p for p in paths if not p.startswith("onnx-") or p.removeprefix("onnx-") in files]
+            x_small = tab_input(Tab(name, tab.model, 256, tab.image), spec.value_range)
+            flops[name] = count_flops(module, x_small) * (tab.size / 256) ** 2
+            print(f"[{name}] {tab.model} {tab.size}² → {tab.size * spec.scale}², default path: {default}",
+                  file=sys.stderr)
+            if tab.subprocess:
+                sub_paths = ["eager", default] if args.quick and args.paths is None else tab_paths
+                rows += run_subprocesses(tab, list(dict.fromkeys(sub_paths)), files, threads=args.threads,
+                                         repeats=args.repeats or 1, tmp=tmp,
+                                         weights_dir=str(args.weights) if args.weights else None)
+            else:
+                rows += run_in_process(tab, tab_paths, spec, module, files, threads=args.threads,
+                                       warmup=args.warmup, repeats=repeats)
+    print()
+    print(format_table(rows, flops, defaults))
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}; " + "; ".join(notes))
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "cpu": cpu_summary(), "threads": args.threads, "repeats": repeats, "defaults": defaults,
+            "gflop": {k: v / 1e9 for k, v in flops.items()},
+            "rows": [{"tab": r.tab, "path": r.path, "seconds": r.seconds, "median_s": r.median, "psnr_db": r.psnr,
+                      "peak_rss_mb": r.peak_rss_mb, "note": r.note} for r in rows],
+        }, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
