@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def resolve_weights(spec: ModelSpec) -> WeightsSource:
         raise WeightsUnavailableError(f"{spec.id}: the spec names neither a bundled file nor a Hub file")
 
     # Imported here so that `import gan_models` stays fast and works without the Hub client's optional deps.
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 
     cache_dir = _hub_cache_dir()
     cached = try_to_load_from_cache(
@@ -105,7 +106,18 @@ def resolve_weights(spec: ModelSpec) -> WeightsSource:
     )
     if isinstance(cached, str) and os.path.isfile(cached):
         return WeightsSource(path=Path(cached), origin="hub-cache", spec_id=spec.id)
+    token = os.environ.get("HF_TOKEN") or None
+    endpoint = os.environ.get("HF_ENDPOINT") or None
     try:
+        if not _offline():
+            # One HEAD request without retries first: hf_hub_download retries network errors with a 60 s timeout
+            # and back-off (minutes against a silent or unresolvable host). Past this probe the Hub has answered,
+            # and the download may take as long as the file needs.
+            get_hf_file_metadata(
+                hf_hub_url(spec.repo_id, spec.filename, repo_type=spec.repo_type, revision=spec.revision,
+                           endpoint=endpoint),
+                token=token, timeout=_HUB_TIMEOUT_S, endpoint=endpoint, retry_on_errors=False,
+            )
         path = hf_hub_download(
             spec.repo_id,
             spec.filename,
@@ -113,9 +125,9 @@ def resolve_weights(spec: ModelSpec) -> WeightsSource:
             revision=spec.revision,
             cache_dir=cache_dir,
             local_files_only=_offline(),
-            token=os.environ.get("HF_TOKEN") or None,
+            token=token,
             etag_timeout=_HUB_TIMEOUT_S,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            endpoint=endpoint,
         )
     except Exception as exc:  # noqa: BLE001 - every Hub/network failure means the same thing to the caller
         where = f"{spec.repo_type} {spec.repo_id}/{spec.filename}@{(spec.revision or 'main')[:12]}"
@@ -157,14 +169,19 @@ def read_state_dict(path: str | Path) -> dict[str, object]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text or "Unpickler" in text:
+        unsafe = re.search(r"(?:Unsupported global: |unsupported )GLOBAL ([\w.]+)", text, re.IGNORECASE)
+        if unsafe:  # the pickle names a callable: constructing it could run code
             raise WeightsError(
-                f"{path}: refused: the file holds pickled objects other than tensors (possible code execution); "
-                "only safetensors or plain tensor checkpoints are loaded"
+                f"{path}: refused: the file holds pickled objects other than tensors ({unsafe.group(1)}; possible code "
+                "execution); only safetensors or plain tensor checkpoints are loaded"
             ) from exc
-        if isinstance(exc, (zipfile.BadZipFile, EOFError, RuntimeError)) or "zip" in text.lower():
+        if isinstance(exc, (zipfile.BadZipFile, EOFError, RuntimeError, OSError)) or "zip" in text.lower():
             raise WeightsError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})") from exc
-        raise WeightsError(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {text[:200]})") from exc
+        # Anything else the safe unpickler stops at: random bytes, a text file, pickle opcodes it does not accept.
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n", text)
+        reason = detail.group(1) if detail else f"{type(exc).__name__}: {text.splitlines()[0][:120] if text else ''}"
+        raise WeightsError(f"{path}: refused: not a plain tensor checkpoint, corrupt or of an unsupported kind "
+                           f"({reason}); use safetensors or a torch.save'd dict of tensors") from exc
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
