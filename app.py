@@ -42,6 +42,7 @@ from gan_models import (
     WeightsSource,
     WeightsUnavailableError,
     default_backend,
+    get_spec,
     imaging,
     translator_for,
 )
@@ -743,6 +744,9 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="GAN Image Studio web app")
     parser.add_argument("--mcp", action="store_true", help="also serve the MCP endpoint (needs gradio[mcp])")
+    parser.add_argument("--weights", nargs="+", default=[], metavar="PATH",
+                        help="also offer these local models: train.py run folders (their final/) or model folders "
+                             "holding config.json + model.safetensors; each appears in its task's tab")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
@@ -756,7 +760,21 @@ def main(argv: list[str] | None = None) -> None:
 
         # Process-wide, so set once here: `concurrency` runs share the cores instead of oversubscribing them.
         torch.set_num_threads(config.threads)
-    build_demo(config=config).launch(**launch_options(config))
+    build_demo(specs=app_specs(args.weights, parser.error), config=config).launch(**launch_options(config))
+
+
+def app_specs(paths: list[str], error: Callable[[str], Any]) -> dict[str, ModelSpec]:
+    """SPECS plus the local models given with --weights (a bad folder is reported through `error`)."""
+    specs = dict(SPECS)
+    for path in paths:
+        try:
+            spec = get_spec(path)
+        except GanModelsError as exc:
+            error(f"--weights {path}: {exc}")
+        if spec.id in specs and specs[spec.id].bundled != spec.bundled:
+            error(f"--weights {path}: its model id {spec.id!r} is already taken; rename it in its config.json")
+        specs[spec.id] = spec
+    return specs
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@
 
 Every run writes into --out: `checkpoint.pt` (written atomically, read back with torch.load(weights_only=True)) and
 `train_config.json`, `log.csv` (losses and validation), `samples/` (input | output | target grids) and at the end
-`final/` = model.safetensors + config.json, which the app, the CLI and `gan_models.get_spec("runs/x4/final")` load
-directly (CycleGAN also writes `final_reverse/`, the B→A generator). Ctrl-C or SIGTERM finishes the current step,
-saves a checkpoint and final/, and exits; `--resume` continues with the same weights, optimisers, step, random
-state and data order. Bad data (missing or empty folders, unreadable or too small images, unmatched pairs) stops
-the run before training with a one-line message and exit code 2.
+`final/` = model.safetensors + config.json, which `python app.py --weights runs/x4`, the CLI and
+`gan_models.get_spec("runs/x4")` load directly (CycleGAN also writes `final_reverse/`, the B→A generator). Ctrl-C or
+SIGTERM finishes the current step, saves a checkpoint and final/, and exits; `--resume` continues with the same
+weights, optimisers, step, random state and data order. Bad data (missing or empty folders, unreadable or too small
+images, unmatched pairs) stops the run before training with a one-line message and exit code 2.
 """
 
 from __future__ import annotations
@@ -1243,7 +1243,7 @@ def main(argv: list[str] | None = None) -> int:
         if code == 0:
             minutes, seconds = divmod(round(time.monotonic() - started), 60)
             print(f"done: {trainer.step} steps in {minutes} min {seconds} s; generator in {trainer.out / 'final'} "
-                  f"(the app and gan_models.get_spec('{trainer.out / 'final'}') load it)")
+                  f"(python app.py --weights {trainer.out} offers it; the CLI and gan_models.get_spec load it too)")
         return code
     except GanModelsError as exc:
         print(f"error: {exc}", file=sys.stderr)

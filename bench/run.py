@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None,
                         help="ONNX folder (default: the backend's cache, so the files the app uses are timed)")
     parser.add_argument("--weights", type=Path, default=None,
-                        help="load <model id>.safetensors from this folder instead of weights/ (e.g. a training run)")
+                        help="load <model id>.safetensors from this folder instead of weights/ (e.g. retrained files)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

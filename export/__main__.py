@@ -3,7 +3,7 @@
     python -m export default-upscale-x4 -o exported/
     python -m export default-style default-sketch -o exported/ --precision fp32 int8
     python -m export --all -o exported/ --precision fp32 fp16 int8
-    python -m export ../runs/my-model -o exported/            # a train.py output folder
+    python -m export runs/my-model -o exported/               # a train.py run folder (its final/)
     python -m export default-style -o /tmp/x --random-init    # no weights file: random weights (development only)
 
 Exit status: 0 when every export passed its parity check, 1 when any failed or was skipped (weights unavailable),

@@ -316,7 +316,8 @@ SPECS: dict[str, ModelSpec] = {
 
 
 def get_spec(model_id: str) -> ModelSpec:
-    """The spec called `model_id`, or a local spec when `model_id` is a train.py output folder or config.json.
+    """The spec called `model_id`, or a local spec when `model_id` is a model folder (config.json +
+    model.safetensors), its config.json, or a train.py run folder (then its final/).
 
     Raises:
         UnknownModelError: not an offered id nor a model folder; the message lists the valid ids.
@@ -324,6 +325,8 @@ def get_spec(model_id: str) -> ModelSpec:
     if model_id in SPECS:
         return SPECS[model_id]
     path = Path(model_id)
+    if path.is_dir() and not (path / "config.json").exists() and (path / "final" / "config.json").is_file():
+        path = path / "final"  # a train.py run folder: its generator
     if path.is_dir() or path.name == "config.json":
         return spec_from_config(path)
     raise UnknownModelError(f"unknown model {model_id!r}; choose one of: {', '.join(SPECS)}")
