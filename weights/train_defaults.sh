@@ -4,7 +4,7 @@
 #   bash weights/train_defaults.sh [DATA_DIR] [WORK_DIR]     (defaults: ../shared/data, runs/defaults)
 #
 # They were trained side by side on a 2-core CPU (no GPU was available), one thread each, for at most
-# 95 minutes of wall time; weights/MANIFEST.json records the steps reached, the time and the sha256 of each file.
+# 80 minutes of wall time (MAX_MINUTES); weights/MANIFEST.json records the steps reached, the time and the sha256 of each file.
 # On a GPU, pass --device cuda (the default "auto" picks it) and raise --batch-size / --steps.
 # Afterwards copy RUN/final/model.safetensors to weights/<id>.safetensors (style: also final_reverse/).
 set -euo pipefail
@@ -25,15 +25,15 @@ for f in "$DATA"/sr/train/*; do
 done
 ln -sfn "$(realpath "$W/photos")" "$W/cg/trainA"
 ln -sfn "$(realpath "$DATA/paintings")" "$W/cg/trainB"
-D=$W; R=$W; M=95
+D=$W; R=$W; M=${MAX_MINUTES:-80}
 
 python3 train.py srgan --data $D/photos --out $R/upscale --name default-upscale-x4 --steps 10000 \
-  --pretrain-steps 10000 --crop 128 --batch-size 12 --lr 5e-4 --beta1 0.9 --workers 0 --max-minutes 95 \
+  --pretrain-steps 10000 --crop 128 --batch-size 12 --lr 5e-4 --beta1 0.9 --workers 0 --max-minutes $M \
   --val-every 250 --sample-every 1000 --save-every 250 --log-every 25 > $R/upscale.log 2>&1 &
 nice -n 5 python3 train.py pix2pix --edges-from-photos --data $D/photos --out $R/sketch --name default-sketch \
   --steps 3500 --crop 256 --batch-size 1 --workers 0 --max-minutes $M --export-fp16 \
   --val-every 250 --sample-every 500 --save-every 250 --log-every 25 > $R/sketch.log 2>&1 &
-nice -n 5 python3 train.py cyclegan --data $W/cg --out $R/style --name default-style --steps 1100 \
+nice -n 5 python3 train.py cyclegan --data $W/cg --out $R/style --name default-style --steps 1800 \
   --crop 128 --batch-size 1 --workers 0 --max-minutes $M \
   --val-every 200 --sample-every 400 --save-every 200 --log-every 25 > $R/style.log 2>&1 &
 wait
