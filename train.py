@@ -28,9 +28,8 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from gan_models import imaging
 from gan_models.archs import build_arch
 from gan_models.errors import GanModelsError
 from gan_models.evaluate import psnr, rgb_to_y, ssim
+from gan_models.files import atomic_write
 from gan_models.specs import SPECS, ModelSpec, get_spec
 from gan_models.weights import build_generator, load_with_fallback, save_model_folder
 
@@ -1115,19 +1115,6 @@ class StopRequest:
         self.reason = signal.Signals(signum).name
         print(f"\n{self.reason}: stopping after this step and saving (send it again to quit at once)",
               file=sys.stderr)
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a checkpoint."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run folders are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class RunLog:

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from gan_models.errors import BackendUnavailableError, GanModelsError, OnnxExportError
+from gan_models.files import atomic_write
 from gan_models.specs import ModelSpec
 
 FORMAT = "gan_models.onnx/1"
@@ -455,20 +456,9 @@ def _dynamic_check(spec: ModelSpec, module: Any, path: Path) -> dict[str, Any]:
 # --- sidecars and the cache -------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

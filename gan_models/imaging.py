@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFilter, ImageOps, UnidentifiedImageError
 
 from .errors import ImageTooLargeError, InvalidImageError
+from .files import atomic_write
 
 DEFAULT_MAX_PIXELS = 50_000_000  # ~7071 x 7071; the guard runs on the header, before any pixel is decoded
 _NOTES_KEY = "gan_models.notes"
@@ -318,15 +317,7 @@ def save_png(img: Image.Image, path: str | Path) -> Path:
         extra["icc_profile"] = img.info["icc_profile"]
     if img.info.get("exif"):
         extra["exif"] = img.info["exif"]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format="PNG", compress_level=6, **extra)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG", compress_level=6, **extra))
 
 
 def edges_from_photo(img: Image.Image, *, size: int | None = None) -> Image.Image:

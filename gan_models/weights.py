@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 
 from .archs import build_arch
 from .errors import WeightsError, WeightsUnavailableError
+from .files import atomic_write
 from .specs import SPECS, ModelSpec
 
 Origin = Literal["bundled", "local", "hub-cache", "hub"]
@@ -307,19 +307,9 @@ def save_model_folder(
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype=dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in module.state_dict().items()}
-    _atomic_write(out_dir / "model.safetensors", lambda p: save_safetensors(state, str(p)))
+    atomic_write(out_dir / "model.safetensors", lambda p: save_safetensors(state, str(p)))
     config = {"format": "gan_models/1", **spec_fields}
-    _atomic_write(out_dir / "config.json", lambda p: p.write_text(json.dumps(config, indent=2, default=str)))
+    atomic_write(out_dir / "config.json", lambda p: p.write_text(json.dumps(config, indent=2, default=str)))
     return out_dir
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

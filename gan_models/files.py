@@ -1,0 +1,28 @@
+"""Atomic file writes: results, weights, checkpoints and sidecars are either complete or absent, never half-written."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call `write(tmp)` on a temporary file in `path`'s folder, then rename it to `path`; returns `path`.
+
+    The file gets mode 0644 (mkstemp makes 0600; what we write is meant to be shared). On any error the temporary
+    file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
