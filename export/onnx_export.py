@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from gan_models.errors import BackendUnavailableError, GanModelsError, OnnxExportError
-from gan_models.files import atomic_write
+from gan_models.files import atomic_write, sha256_file
 from gan_models.specs import ModelSpec
 
 FORMAT = "gan_models.onnx/1"
@@ -118,14 +118,6 @@ def model_dir(root: Path, spec: ModelSpec) -> Path:
 
 def onnx_path_for(root: Path, spec: ModelSpec, precision: str) -> Path:
     return model_dir(root, spec) / f"{_safe(spec.id)}.{precision}.onnx"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def state_sha256(module: Any) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import hashlib
 import json
 import platform
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gan_models.files import sha256_file  # noqa: E402
 from train import TrainConfig  # noqa: E402
 
 WEIGHTS = ROOT / "weights"
@@ -52,14 +52,6 @@ DATA = {
                  "licence": "photos: research benchmark images (Sun & Hays, Huang et al.); paintings: public domain; "
                             "weights released with this project"},
 }
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def command(cfg: dict, work: Path) -> str:
@@ -116,7 +108,7 @@ def main() -> int:
         steps = int(last["step"])
         entries[model_id] = {
             "file": dst.name,
-            "sha256": sha256(dst),
+            "sha256": sha256_file(dst),
             "size_bytes": dst.stat().st_size,
             "arch": config.get("arch"),
             "arch_kwargs": config.get("arch_kwargs"),
