@@ -1,11 +1,10 @@
 """SRVGGNetCompact, the small Real-ESRGAN generator (realesr-general-x4v3, realesr-animevideov3).
 
-A plain stack of 3x3 convs at low resolution, one PixelShuffle, and a nearest-upsampled copy of the input added to
-the result, so the network only learns the residual (`base="bilinear"`: a bilinear copy, which our briefly trained
-bundled upscaler uses: its residual need not first learn to undo nearest-neighbour blocks). Keys:
-`body.{0,2,...,2*num_conv}` (convs), `body.{1,3,...}` (PReLU slopes, one per channel; absent for relu/leakyrelu),
-`body.{2*num_conv+2}` (last conv). With num_conv=32 that is `body.0`..`body.66`. Input RGB in [0, 1]; the output is
-not clamped (callers clip).
+A plain stack of 3x3 convs at low resolution, one PixelShuffle, and a nearest-upsampled copy of the input added
+to the result, so the network only learns the residual (`base="bilinear"`: a bilinear copy, which our briefly
+trained bundled upscaler uses: its residual need not first learn to undo nearest-neighbour blocks).
+Keys: `body.{0,2,...,2*num_conv}` (convs), `body.{1,3,...}` (PReLU slopes, one per channel; absent for
+relu/leakyrelu), `body.{2*num_conv+2}` (last conv). With num_conv=32 that is `body.0`..`body.66`. Input RGB in [0, 1]; the output is not clamped (callers clip).
 """
 
 from __future__ import annotations
