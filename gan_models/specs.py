@@ -301,7 +301,6 @@ SPECS: dict[str, ModelSpec] = {
         arch="srvgg_compact",
         arch_kwargs={
             "num_in_ch": 3, "num_out_ch": 3, "num_feat": 48, "num_conv": 16, "upscale": 4, "act_type": "prelu",
-            "base": "bilinear",
         },
         value_range=(0.0, 1.0),
         scale=4,

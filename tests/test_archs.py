@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from gan_models.archs import (
     ARCHS,
@@ -334,20 +333,6 @@ def test_srvgg_learns_a_residual_over_nearest_upsampling():
     with torch.no_grad():
         y = model.eval()(x)
     assert torch.equal(y, x.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3))
-
-
-def test_srvgg_bilinear_base_is_the_residual_reference_and_loads_the_same_keys():
-    nearest = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4)
-    model = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4, base="bilinear")
-    model.load_state_dict(nearest.state_dict(), strict=True)  # no weights of its own
-    nn.init.zeros_(model.body[-1].weight)
-    nn.init.zeros_(model.body[-1].bias)
-    x = torch.rand(1, 3, 5, 6, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        y = model.eval()(x)
-    assert torch.allclose(y, F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False))
-    with pytest.raises(ValueError, match="unknown base 'bicubic'"):
-        SRVGGNetCompact(base="bicubic")
 
 
 # ---------------------------------------------------------------- discriminators

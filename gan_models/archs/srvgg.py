@@ -1,10 +1,9 @@
 """SRVGGNetCompact, the small Real-ESRGAN generator (realesr-general-x4v3, realesr-animevideov3).
 
 A plain stack of 3x3 convs at low resolution, one PixelShuffle, and a nearest-upsampled copy of the input added
-to the result, so the network only learns the residual (`base="bilinear"`: a bilinear copy, which our briefly
-trained bundled upscaler uses: its residual need not first learn to undo nearest-neighbour blocks).
-Keys: `body.{0,2,...,2*num_conv}` (convs), `body.{1,3,...}` (PReLU slopes, one per channel; absent for
-relu/leakyrelu), `body.{2*num_conv+2}` (last conv). With num_conv=32 that is `body.0`..`body.66`. Input RGB in [0, 1]; the output is not clamped (callers clip).
+to the result, so the network only learns the residual. Keys: `body.{0,2,...,2*num_conv}` (convs),
+`body.{1,3,...}` (PReLU slopes, one per channel; absent for relu/leakyrelu), `body.{2*num_conv+2}` (last conv).
+With num_conv=32 that is `body.0`..`body.66`. Input RGB in [0, 1]; the output is not clamped (callers clip).
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from torch.nn import functional as F
 
 ActType = Literal["prelu", "relu", "leakyrelu"]
 ACT_TYPES: tuple[str, ...] = ("prelu", "relu", "leakyrelu")
-BaseMode = Literal["nearest", "bilinear"]
-BASE_MODES: tuple[str, ...] = ("nearest", "bilinear")
 
 
 def _activation(act_type: str, num_feat: int) -> nn.Module:
@@ -38,8 +35,6 @@ class SRVGGNetCompact(nn.Module):
         num_conv: hidden 3x3 convs between the first and the last (32 for realesr-general-x4v3, 16 for animevideo).
         upscale: output size / input size.
         act_type: "prelu" (published models), "relu" or "leakyrelu" (slope 0.1).
-        base: how the input copy added to the output is upsampled: "nearest" (published models) or "bilinear".
-            It has no weights, so both load the same checkpoints.
     """
 
     def __init__(
@@ -51,7 +46,6 @@ class SRVGGNetCompact(nn.Module):
         num_conv: int = 16,
         upscale: int = 4,
         act_type: ActType = "prelu",
-        base: BaseMode = "nearest",
     ) -> None:
         super().__init__()
         if act_type not in ACT_TYPES:
@@ -59,12 +53,9 @@ class SRVGGNetCompact(nn.Module):
         if num_in_ch != num_out_ch:
             # The input is added to the output, so the channel counts must agree.
             raise ValueError(f"num_in_ch ({num_in_ch}) must equal num_out_ch ({num_out_ch})")
-        if base not in BASE_MODES:
-            raise ValueError(f"unknown base {base!r}; valid: {', '.join(BASE_MODES)}")
         if upscale < 1:
             raise ValueError(f"upscale must be >= 1, got {upscale}")
         self.upscale = upscale
-        self.base = base
         layers: list[nn.Module] = [nn.Conv2d(num_in_ch, num_feat, 3, 1, 1), _activation(act_type, num_feat)]
         for _ in range(num_conv):
             layers += [nn.Conv2d(num_feat, num_feat, 3, 1, 1), _activation(act_type, num_feat)]
@@ -77,8 +68,5 @@ class SRVGGNetCompact(nn.Module):
         for layer in self.body:
             out = layer(out)  # last: (N, num_out_ch*upscale**2, H, W)
         out = self.upsampler(out)  # (N, num_out_ch, H*upscale, W*upscale)
-        if self.base == "nearest":
-            base = F.interpolate(x, scale_factor=self.upscale, mode="nearest")
-        else:
-            base = F.interpolate(x, scale_factor=self.upscale, mode="bilinear", align_corners=False)
-        return out + base  # base: (N, num_in_ch, H*upscale, W*upscale)
+        base = F.interpolate(x, scale_factor=self.upscale, mode="nearest")  # (N, num_in_ch, H*upscale, W*upscale)
+        return out + base
