@@ -125,6 +125,8 @@ def _to_image(rgb: np.ndarray) -> Image.Image:
 
 
 def _grid(rows: list[list[Image.Image]], cell: int = 256) -> Image.Image:
+    """Rows of images side by side, each fitted into a square cell (at most `cell` px, no larger than they are)."""
+    cell = min(cell, max(max(img.size) for row in rows for img in row))
     grid = Image.new("RGB", (cell * max(len(r) for r in rows), cell * len(rows)), "white")
     for y, row in enumerate(rows):
         for x, img in enumerate(row):

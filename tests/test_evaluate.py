@@ -52,15 +52,18 @@ def test_sketch_report_and_grid(tiny_specs, photos, tmp_path):
     assert report.columns[:2] == ["l1", "psnr"] and len(report.rows) == 2
     assert all(0 <= v for v in report.means.values())
     grid = Image.open(tmp_path / "tiny-sketch2photo_grid.png")
-    assert grid.size == (3 * 256, 2 * 256)
+    side = translator.spec.input_size  # 64 for the tiny model: cells fit the images
+    assert grid.size == (3 * side, 2 * side)
 
 
-def test_style_cycle_needs_reverse(tiny_specs, photos):
+def test_style_cycle_needs_reverse(tiny_specs, photos, tmp_path):
     translator = translator_for(str(tiny_specs["style"].bundled.parent), backend="torch", device="cpu")
     assert evaluate(translator, photos).columns == ["change_l1"]
-    report = evaluate(translator, photos, reverse=translator)
+    report = evaluate(translator, photos, reverse=translator, out_dir=tmp_path)
     assert report.columns == ["change_l1", "cycle_l1", "cycle_psnr"]
     assert 0 < report.means["cycle_l1"] < 1
+    side = translator.spec.input_size or 256  # cells fit the images: no white margins around small ones
+    assert Image.open(tmp_path / f"{translator.spec.id}_grid.png").size == (3 * min(side, 256), 2 * min(side, 256))
 
 
 def test_cli_eval_prints_a_table(tiny_specs, photos, capsys):
