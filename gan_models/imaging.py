@@ -244,10 +244,10 @@ def merge_image(rgb: np.ndarray, alpha: np.ndarray | None, meta: ImageMeta) -> I
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InvalidImageError(f"expected an (H, W, 3) array, got shape {rgb.shape}")
     h, w = rgb.shape[:2]
-    rgb = np.clip(rgb, 0.0, 1.0)
     if alpha is not None and alpha.shape != (h, w):
         alpha = resize_alpha(alpha, (w, h))
     if meta.grayscale:
+        rgb = np.clip(rgb, 0.0, 1.0)
         # ITU-R BT.601 luma, the weights PIL uses for RGB -> L
         gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
         if meta.bit_depth == 16 and alpha is None:
@@ -259,7 +259,10 @@ def merge_image(rgb: np.ndarray, alpha: np.ndarray | None, meta: ImageMeta) -> I
         else:
             img = Image.fromarray(_to_uint8(gray), mode="L")
     elif alpha is not None:
-        img = Image.fromarray(_to_uint8(np.concatenate([rgb, alpha[..., None]], axis=-1)), mode="RGBA")
+        rgba = np.empty((h, w, 4), dtype=np.uint8)
+        rgba[..., :3] = _to_uint8(rgb)
+        rgba[..., 3] = _to_uint8(alpha)
+        img = Image.fromarray(rgba, mode="RGBA")
     else:
         img = Image.fromarray(_to_uint8(rgb), mode="RGB")
     if meta.icc_profile:
@@ -279,8 +282,14 @@ def image_notes(img: Image.Image) -> tuple[str, ...]:
     return tuple(img.info.get(_NOTES_KEY, ()))
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+def _to_uint8(arr: np.ndarray, rows: int = 256) -> np.ndarray:
+    """[0, 1] floats → uint8 (clipped, rounded), a band of rows at a time: temporaries stay small for huge results."""
+    out = np.empty(arr.shape, dtype=np.uint8)
+    for top in range(0, arr.shape[0], rows):
+        band = np.clip(arr[top:top + rows], 0.0, 1.0)
+        band *= 255.0
+        out[top:top + rows] = np.rint(band, out=band)
+    return out
 
 
 def to_tensor_range(rgb: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
@@ -295,8 +304,12 @@ def from_tensor_range(x: np.ndarray, value_range: tuple[float, float]) -> np.nda
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"expected a (1, C, H, W) array, got shape {x.shape}")
     lo, hi = value_range
-    y = (x[0].transpose(1, 2, 0) - np.float32(lo)) / np.float32(hi - lo)
-    return np.ascontiguousarray(np.clip(y, 0.0, 1.0), dtype=np.float32)
+    y = np.ascontiguousarray(x[0].transpose(1, 2, 0), dtype=np.float32)
+    if np.may_share_memory(y, x):  # (1, 1, H, W) transposes to a view: never edit the caller's array
+        y = y.copy()
+    y -= np.float32(lo)  # in place: an 8192² result is 0.8 GB per float copy
+    y /= np.float32(hi - lo)
+    return np.clip(y, 0.0, 1.0, out=y)
 
 
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -107,7 +107,7 @@ def run_tiled(
             if progress is not None:
                 progress(done, total)
     assert out is not None  # at least one tile always runs
-    out /= np.maximum(weight, 1e-8)
+    out /= np.maximum(weight, 1e-8, out=weight)  # in place: no second (H*s, W*s) buffer
     return np.ascontiguousarray(out[:, :, : h * scale, : w * scale])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -119,3 +120,21 @@ def test_translator_for_local_folder(tiny_specs):
     assert translator.spec.id == "tiny-style" and translator.source.origin == "local"
     with pytest.raises(GanModelsError, match="backend"):
         translator_for(str(tiny_specs["style"].bundled.parent), backend="nope", device="cpu")
+
+
+def test_tiled_upscale_working_memory_is_about_two_result_buffers(tiny_specs):
+    # The float32 result canvas, its blend weights and the HWC copy are the only image-sized buffers: huge results
+    # (2048² → 8192² is 0.8 GB per float copy) must not pile up temporaries in conversion and clipping.
+    spec = tiny_specs["upscale"]
+    translator = Translator(spec, TorchBackend(load_generator(spec), device="cpu"))
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (384, 384, 3), dtype=np.uint8))
+    translator(img, tile=64)  # warm-up: lazy allocations of torch and numpy are not the point
+    tracemalloc.start()
+    try:
+        out = translator(img, tile=64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    result_bytes = out.width * out.height * 3 * 4  # one float32 RGB copy of the result
+    assert out.size == (384 * spec.scale, 384 * spec.scale)
+    assert peak < 2.5 * result_bytes, f"peak {peak / result_bytes:.2f}x the float32 result"
