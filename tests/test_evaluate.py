@@ -83,7 +83,5 @@ def test_cli_eval_empty_folder_is_a_clear_error(tiny_specs, tmp_path, capsys):
 def test_bundled_upscaler_beats_bicubic_on_set5():
     data = skip_without_shared_data() / "sr" / "val"
     spec = get_spec("default-upscale-x4")
-    if not spec.bundled.is_file():
-        pytest.skip("default-upscale-x4 weights not trained yet")
     report = evaluate(translator_for(spec, backend="torch", device="cpu"), data, limit=2)
     assert report.means["psnr"] >= report.means["bicubic_psnr"] + 0.5

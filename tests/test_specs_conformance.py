@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from huggingface_hub import hf_hub_download
 
 from gan_models import SPECS, ModelSpec, get_spec, load_generator, load_with_fallback
 from gan_models.errors import UnknownModelError, WeightsUnavailableError
+from gan_models.files import sha256_file
+from gan_models.specs import WEIGHTS_DIR
 from gan_models.weights import build_generator, read_state_dict, resolve_weights, save_model_folder
 
 from .conftest import hub_cache_path, tiny_variant
@@ -165,10 +168,25 @@ def test_unknown_model_lists_choices():
 @pytest.mark.parametrize("spec_id", [k for k, s in SPECS.items() if s.is_bundled])
 def test_bundled_weights_load_and_run(spec_id):
     spec = SPECS[spec_id]
-    if not spec.bundled.is_file():
-        pytest.skip(f"{spec.bundled.name} not trained yet")
+    assert spec.bundled.is_file(), f"{spec.bundled} is missing: the bundled defaults ship in weights/"
     model = load_generator(spec)
     side = max(spec.size_multiple, 32)
     with torch.inference_mode():
         y = model(torch.zeros(1, 3, side, side))
     assert y.shape[-1] == side * spec.scale and np.isfinite(y.numpy()).all()
+
+
+def test_manifest_describes_every_bundled_file():
+    manifest = json.loads((WEIGHTS_DIR / "MANIFEST.json").read_text())
+    bundled = {spec_id: spec for spec_id, spec in SPECS.items() if spec.is_bundled}
+    assert set(manifest["models"]) == set(bundled)
+    total = 0
+    for spec_id, entry in manifest["models"].items():
+        path = WEIGHTS_DIR / entry["file"]
+        assert path == bundled[spec_id].bundled
+        assert sha256_file(path) == entry["sha256"] and path.stat().st_size == entry["size_bytes"]
+        assert entry["command"].startswith("python3 train.py ") and entry["steps"] > 0 and entry["wall_time_s"] > 0
+        assert entry["data"]["licence"] and entry["device"]
+        total += entry["size_bytes"]
+    assert total < 60e6
+    assert len(manifest["heldout"]) == 10
