@@ -6,7 +6,8 @@
 # They were trained side by side on a 2-core CPU (no GPU was available), one thread each, for at most
 # 80 minutes of wall time (MAX_MINUTES); weights/MANIFEST.json records the steps reached, the time and the sha256 of each file.
 # On a GPU, pass --device cuda (the default "auto" picks it) and raise --batch-size / --steps.
-# Afterwards copy RUN/final/model.safetensors to weights/<id>.safetensors (style: also final_reverse/).
+# Afterwards: python weights/make_manifest.py WORK_DIR copies the generators into weights/ and writes MANIFEST.json.
+# The shipped upscaler was stopped early and resumed for 40 more minutes: see "ended" in MANIFEST.json.
 set -euo pipefail
 DATA=${1:-../shared/data}
 W=${2:-runs/defaults}
