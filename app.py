@@ -760,19 +760,28 @@ def main(argv: list[str] | None = None) -> None:
 
         # Process-wide, so set once here: `concurrency` runs share the cores instead of oversubscribing them.
         torch.set_num_threads(config.threads)
-    build_demo(specs=app_specs(args.weights, parser.error), config=config).launch(**launch_options(config))
+    try:
+        specs = app_specs(args.weights)
+    except GanModelsError as exc:
+        parser.error(str(exc))
+    build_demo(specs=specs, config=config).launch(**launch_options(config))
 
 
-def app_specs(paths: list[str], error: Callable[[str], Any]) -> dict[str, ModelSpec]:
-    """SPECS plus the local models given with --weights (a bad folder is reported through `error`)."""
+def app_specs(paths: list[str]) -> dict[str, ModelSpec]:
+    """SPECS plus the local models given with --weights.
+
+    Raises:
+        GanModelsError: a path that is not a model or run folder, or a model id already taken; names the path.
+    """
     specs = dict(SPECS)
     for path in paths:
         try:
             spec = get_spec(path)
         except GanModelsError as exc:
-            error(f"--weights {path}: {exc}")
+            raise GanModelsError(f"--weights {path}: {exc}") from exc
         if spec.id in specs and specs[spec.id].bundled != spec.bundled:
-            error(f"--weights {path}: its model id {spec.id!r} is already taken; rename it in its config.json")
+            raise GanModelsError(f"--weights {path}: its model id {spec.id!r} is already taken; rename it in its "
+                                 "config.json")
         specs[spec.id] = spec
     return specs
 

@@ -1,4 +1,4 @@
-"""Atomic file writes: results, weights, checkpoints and sidecars are either complete or absent, never half-written."""
+"""File helpers: atomic writes (results, weights, checkpoints and sidecars are complete or absent) and sha256."""
 
 from __future__ import annotations
 

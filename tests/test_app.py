@@ -18,7 +18,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app import EMPTY_CANVAS_MESSAGE, AppConfig, app_specs, build_demo
-from gan_models import SPECS, ModelSpec
+from gan_models import SPECS, GanModelsError, ModelSpec
 
 from .conftest import make_tiny_model, rgb_image, serve
 
@@ -227,18 +227,14 @@ def test_building_the_app_loads_no_model(monkeypatch, tmp_path):
 def test_weights_flag_adds_local_models_to_their_tab(tmp_path):
     run = tmp_path / "my-run"
     spec = make_tiny_model(run / "final", "upscale")  # a train.py run folder: the generator is in final/
-    errors: list[str] = []
-    specs = app_specs([str(run)], errors.append)
-    assert errors == [] and set(specs) == set(SPECS) | {spec.id}
+    specs = app_specs([str(run)])
+    assert set(specs) == set(SPECS) | {spec.id}
     assert specs[spec.id].task == "upscale" and specs[spec.id].bundled == spec.bundled
 
-    def fail(message: str):
-        raise SystemExit(message)
-
-    with pytest.raises(SystemExit, match=r"--weights .*missing: unknown model"):
-        app_specs([str(tmp_path / "missing")], fail)
+    with pytest.raises(GanModelsError, match=r"--weights .*missing: unknown model"):
+        app_specs([str(tmp_path / "missing")])
     clash = make_tiny_model(tmp_path / "clash", "upscale")
     config = (tmp_path / "clash" / "config.json")
     config.write_text(config.read_text().replace(f'"{clash.id}"', '"default-upscale-x4"'))
-    with pytest.raises(SystemExit, match="already taken"):
-        app_specs([str(tmp_path / "clash")], fail)
+    with pytest.raises(GanModelsError, match="already taken"):
+        app_specs([str(tmp_path / "clash")])

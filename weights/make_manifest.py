@@ -85,13 +85,11 @@ def main() -> int:
     parser.add_argument("work", nargs="?", type=Path, default=Path("runs/defaults"))
     parser.add_argument("--device", default=f"CPU ({platform.processor() or platform.machine()}), no GPU")
     parser.add_argument("--heldout", type=Path, help="folder of held-out photos (default: WORK/heldout)")
-    parser.add_argument("--note", action="append", default=[], metavar="ID=TEXT", help="a remark for one entry")
     parser.add_argument("--ended", action="append", default=[], metavar="ID=TEXT",
                         help="how a run that stopped early ended (default: the --max-minutes budget)")
     args = parser.parse_args()
     work = args.work
     heldout = sorted(p.name for p in (args.heldout or work / "heldout").iterdir())
-    notes = dict(n.split("=", 1) for n in args.note)
     ended = dict(n.split("=", 1) for n in args.ended)
     entries = {}
     for model_id, (run_name, folder) in DEFAULTS.items():
@@ -125,7 +123,6 @@ def main() -> int:
             "device": args.device,
             "last_validation": {k: round(float(v), 4) for k, v in val.items() if k.startswith("val_")}
                                | ({"step": int(val["step"])} if val else {}),
-            **({"note": notes[model_id]} if model_id in notes else {}),
         }
         print(f"{model_id}: {dst} ({dst.stat().st_size / 1e6:.1f} MB), {steps} steps")
     manifest = {
