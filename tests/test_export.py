@@ -339,3 +339,49 @@ def test_other_architectures_export_with_parity(arch, task, tmp_path):
 def test_repository_ignores_onnx_files():
     ignored = (REPO / ".gitignore").read_text().splitlines()
     assert "*.onnx" in ignored and "*.onnx.data" in ignored
+
+
+def _prelu_net(slopes: list[float]) -> torch.nn.Module:
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, len(slopes), 3, padding=1), torch.nn.PReLU(len(slopes)))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor(slopes))
+    return net.eval()
+
+
+@pytest.mark.parametrize("slopes", [[0.25, -0.5, 1.0, 0.0], [0.25, 1.5, 0.1, 0.2]])
+def test_prelu_as_max_is_exact_and_only_where_it_holds(tmp_path, slopes):
+    import onnxruntime as ort
+
+    net = _prelu_net(slopes)
+    x = torch.randn(1, 3, 9, 11)
+    path = tmp_path / "prelu.onnx"
+    with torch.no_grad():
+        torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["input"], output_names=["output"])
+        ref = net(x).numpy()
+    model = onnx.load(str(path))
+    rewritten = ox.prelu_as_max(model)
+    ops = [n.op_type for n in model.graph.node]
+    if max(slopes) <= 1:
+        assert rewritten == 1 and "PRelu" not in ops and {"Mul", "Max"} <= set(ops)
+    else:  # a slope above 1 would make max() wrong: that PRelu stays
+        assert rewritten == 0 and "PRelu" in ops
+    onnx.checker.check_model(model, full_check=True)
+    out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-6)
+
+
+def test_int8_of_the_upscaler_has_no_prelu_and_an_older_recipe_is_re_exported(exported, tiny_specs, onnx_cache):
+    int8 = exported["upscale"]["int8"]
+    assert int8.sidecar["recipe"] == ox.RECIPES["int8"]
+    assert int8.sidecar["quantization"]["prelu_as_max"] > 0
+    assert "PRelu" not in {n.op_type for n in onnx.load(str(int8.onnx_path)).graph.node}
+    spec = tiny_specs["upscale"]
+    sha = int8.sidecar["weights"]["state_sha256"]
+    assert ox.load_existing(onnx_cache, spec, "int8", sha) is not None
+    stale = dict(int8.sidecar, recipe=ox.RECIPES["int8"] - 1)
+    int8.sidecar_path.write_text(json.dumps(stale))
+    try:
+        assert ox.load_existing(onnx_cache, spec, "int8", sha) is None  # made the old way: export again
+    finally:
+        int8.sidecar_path.write_text(json.dumps(int8.sidecar))
