@@ -46,7 +46,7 @@ from gan_models import (
     imaging,
     translator_for,
 )
-from gan_models.backends import resolve_device
+from gan_models.backends import resolve_device, tune_malloc
 
 logger = logging.getLogger("gan_studio")
 
@@ -755,6 +755,7 @@ def main(argv: list[str] | None = None) -> None:
         config = dataclasses.replace(config, mcp=True)
     if config.mcp and importlib.util.find_spec("mcp") is None:
         parser.error("the MCP server needs the mcp package: pip install 'gradio[mcp]==6.31.0'")
+    tune_malloc()
     if config.threads:
         import torch
 

@@ -22,7 +22,10 @@ Paths:
 Columns: median latency, ratio vs eager (higher is faster), useful GFLOP/s (the model's FLOPs on the whole input,
 counted once with FlopCounterMode, over the latency: tile overlap is work we do but do not count), PSNR vs the
 eager fp32 output, peak RSS (2048² tab). "default" marks what `translator_for(backend="auto")` runs.
-Timed runs are interleaved across paths so background load hits each path alike; the load average is printed.
+Timed runs are interleaved across paths so background load hits each path alike, with a 0.2 s pause before each
+(spinning worker threads of the previous path would otherwise slow the next); the load average is printed.
+The process calls gan_models.backends.tune_malloc() first, as the app and CLI do, so eager and torch rows run with
+the same allocator settings as ours (the strongest baseline); --default-malloc measures glibc's defaults instead.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ TABS: dict[str, Tab] = {
     "upscale": Tab("upscale", "default-upscale-x4", 256, "small_landscape.png"),
     "upscale-2048": Tab("upscale-2048", "default-upscale-x4", 2048, "landscape.jpg", subprocess=True),
 }
+PAUSE_S = 0.2  # idle time before each timed run
 ALL_PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8", "onnx-fp16", "torch-bf16")
 QUICK_PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8")
 
@@ -283,6 +287,9 @@ def run_in_process(tab: Tab, paths: Sequence[str], spec: Any, module: Any, files
             outputs[p] = fn(x)
     for _ in range(repeats):
         for p, fn in fns.items():  # interleaved: background load lands on every path alike
+            # onnxruntime's workers spin for a while after a run (that is what makes its next op start fast); without
+            # a pause they would compete with the next path for the cores.
+            time.sleep(PAUSE_S)
             t = time.perf_counter()
             fn(x)
             rows[p].seconds.append(time.perf_counter() - t)
@@ -295,13 +302,14 @@ def run_in_process(tab: Tab, paths: Sequence[str], spec: Any, module: Any, files
 
 
 def run_subprocesses(tab: Tab, paths: Sequence[str], files: dict[str, str], *, threads: int, repeats: int,
-                     tmp: Path, weights_dir: str | None) -> list[Row]:
+                     tmp: Path, weights_dir: str | None, default_malloc: bool) -> list[Row]:
     rows = []
     reference = tmp / f"{tab.name}-eager.npy"
     for p in ["eager", *[q for q in paths if q != "eager"]]:
         args = {"tab": tab.name, "model": tab.model, "path": p, "threads": threads, "repeats": repeats,
                 "onnx_files": files, "reference": str(reference), "weights": weights_dir}
-        proc = subprocess.run([sys.executable, "-m", "bench.run", "--worker", json.dumps(args)], cwd=ROOT,
+        flags = ["--default-malloc"] if default_malloc else []
+        proc = subprocess.run([sys.executable, "-m", "bench.run", *flags, "--worker", json.dumps(args)], cwd=ROOT,
                               capture_output=True, text=True)
         row = Row(tab.name, p)
         if proc.returncode != 0:
@@ -348,9 +356,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=None,
                         help="load <model id>.safetensors from this folder instead of weights/ (e.g. retrained files)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's allocator as it is (what a plain script gets) instead of tune_malloc()")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    from gan_models.backends import tune_malloc
+
+    malloc = "glibc default" if args.default_malloc or not tune_malloc() else "tuned (tune_malloc)"
     if args.worker is not None:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
@@ -365,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = args.repeats or (3 if args.quick else 5)
     print(f"CPU: {cpu_summary()}")
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, threads {args.threads}, "
-          f"{args.warmup} warm-up + {repeats} timed runs; load average at start {os.getloadavg()[0]:.2f}")
+          f"{args.warmup} warm-up + {repeats} timed runs, malloc {malloc}; "
+          f"load average at start {os.getloadavg()[0]:.2f}")
     rows: list[Row] = []
     flops: dict[str, float] = {}
     defaults: dict[str, str] = {}
@@ -396,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sub_paths = ["eager", default] if args.quick and args.paths is None else tab_paths
                 rows += run_subprocesses(tab, list(dict.fromkeys(sub_paths)), files, threads=args.threads,
                                          repeats=args.repeats or 1, tmp=tmp,
-                                         weights_dir=str(args.weights) if args.weights else None)
+                                         weights_dir=str(args.weights) if args.weights else None,
+                                         default_malloc=args.default_malloc)
             else:
                 rows += run_in_process(tab, tab_paths, spec, module, files, threads=args.threads,
                                        warmup=args.warmup, repeats=repeats)

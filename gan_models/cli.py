@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .backends import tune_malloc
 from .errors import GanModelsError
 from .specs import SPECS, TASKS
 
@@ -171,6 +172,7 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "eval": cmd_eval}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_malloc()
     try:
         return COMMANDS[args.command](args)
     except GanModelsError as exc:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 import threading
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,8 @@ from gan_models.backends import BackendOutOfMemory, TorchBackend
 from gan_models.weights import load_generator
 
 from .conftest import rgb_image
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _translator(spec) -> Translator:
@@ -138,3 +144,44 @@ def test_tiled_upscale_working_memory_is_about_two_result_buffers(tiny_specs):
     result_bytes = out.width * out.height * 3 * 4  # one float32 RGB copy of the result
     assert out.size == (384 * spec.scale, 384 * spec.scale)
     assert peak < 2.5 * result_bytes, f"peak {peak / result_bytes:.2f}x the float32 result"
+
+
+_FAULTS_SCRIPT = """
+import resource, sys
+import torch
+from gan_models.backends import tune_malloc
+tuned = sys.argv[1] == "tuned" and tune_malloc()
+conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+def run():  # 4 MiB activations, new buffer per layer: the allocation pattern of every generator here
+    x = torch.ones(1, 16, 256, 256)
+    with torch.no_grad():
+        for _ in range(6):
+            x = torch.relu(conv(x))
+for i in range(12):
+    if i == 4:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    run()
+print(int(tuned), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_tune_malloc_stops_page_faults_between_runs():
+    def faults(mode: str) -> tuple[int, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+        return int(out[0]), int(out[1])
+
+    (_, default), (applied, tuned) = faults("default"), faults("tuned")
+    assert applied == 1
+    # glibc's defaults return freed activations to the kernel: ~90k faults over 8 runs here; tuned: none
+    assert tuned < 1000 and tuned * 10 < default, (tuned, default)
+
+
+def test_tune_malloc_is_a_no_op_without_mallopt(monkeypatch):
+    import ctypes
+
+    from gan_models import backends
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())  # a libc without mallopt (musl)
+    assert backends.tune_malloc() is False
