@@ -371,6 +371,17 @@ def test_prelu_as_max_is_exact_and_only_where_it_holds(tmp_path, slopes):
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_int8_keeps_the_first_conv_float(exported, task):
+    int8 = exported[task]["int8"]
+    graph = onnx.load(str(int8.onnx_path)).graph
+    weights = {t.name for t in graph.initializer}
+    float_convs = [n.name for n in graph.node if n.op_type == "Conv" and n.input[1] in weights]
+    first_conv = next(n.name for n in graph.node if n.op_type == "Conv")
+    assert float_convs == int8.sidecar["quantization"]["float_convs"] == [first_conv]
+    assert sum(n.op_type == "Conv" for n in graph.node) > 1  # the others are quantized (weights via DequantizeLinear)
+
+
 def test_int8_of_the_upscaler_has_no_prelu_and_an_older_recipe_is_re_exported(exported, tiny_specs, onnx_cache):
     int8 = exported["upscale"]["int8"]
     assert int8.sidecar["recipe"] == ox.RECIPES["int8"]
