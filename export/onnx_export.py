@@ -759,8 +759,10 @@ def choose_precision(
     reduced = "fp16" if device == "cuda" else "int8"
     state_sha = state_sha256(module)
     choice_path = auto_choice_path(root, spec, device)
+    recipes = {p: RECIPES[p] for p in ("fp32", reduced)}
     choice = read_json(choice_path)
-    if choice is not None and choice.get("state_sha256") == state_sha and choice.get("spec") == _spec_record(spec):
+    if (choice is not None and choice.get("state_sha256") == state_sha and choice.get("spec") == _spec_record(spec)
+            and choice.get("recipes") == recipes):  # a candidate made a new way is judged again
         selected = choice.get("selected")
         if selected is None:
             raise OnnxExportError(f"{spec.id}: {choice.get('reason', 'no ONNX export passed parity')}")
@@ -772,7 +774,7 @@ def choose_precision(
     fp32, low = results["fp32"], results[reduced]
     record: dict[str, Any] = {
         "format": FORMAT, "spec": _spec_record(spec), "state_sha256": state_sha, "device": device,
-        "weights": fp32.sidecar.get("weights", {}),
+        "recipes": recipes, "weights": fp32.sidecar.get("weights", {}),
         "candidates": {p: {"passed": e.passed, "failure": e.failure,
                            "psnr_vs_fp32_db": e.sidecar.get("parity", {}).get("psnr_vs_fp32_db")}
                        for p, e in results.items()},

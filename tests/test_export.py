@@ -176,6 +176,21 @@ def test_auto_uses_onnx_and_reuses_the_cache(exported, tiny_specs, onnx_cache):
     assert default_backend(spec) == "onnx"
 
 
+def test_auto_choice_made_with_an_older_recipe_is_made_again(exported, tiny_specs, onnx_cache):
+    spec = tiny_specs["style"]
+    translator_for(spec, backend="auto", device="cpu")
+    path = ox.auto_choice_path(onnx_cache, spec, "cpu")
+    choice = json.loads(path.read_text())
+    assert choice["recipes"] == {"fp32": ox.RECIPES["fp32"], "int8": ox.RECIPES["int8"]}
+    stale = dict(choice, recipes={"fp32": ox.RECIPES["fp32"], "int8": ox.RECIPES["int8"] - 1},
+                 selected="fp32", reason="judged with an older int8")
+    path.write_text(json.dumps(stale))
+    module = load_generator(spec)
+    ox.choose_precision(spec, module, None, device="cpu", root=onnx_cache)
+    again = json.loads(path.read_text())
+    assert again["recipes"] == choice["recipes"] and again["reason"] != "judged with an older int8"
+
+
 def test_changed_weights_file_re_exports(tmp_path, monkeypatch):
     monkeypatch.setenv(ox.CACHE_ENV, str(tmp_path / "cache"))
     spec = make_tiny_model(tmp_path / "model", "upscale", seed=1)
