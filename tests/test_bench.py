@@ -1,0 +1,33 @@
+"""`python -m bench` end to end on one small tab: the table and JSON the README quotes come from this code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_times_every_path_and_marks_the_default(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--tabs", "style", "--paths", "eager", "torch", "onnx-fp32", "onnx-int8",
+         "--repeats", "1", "--warmup", "0", "--cache", str(tmp_path / "onnx"), "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "malloc tuned (tune_malloc)" in proc.stdout
+    data = json.loads(out.read_text())
+    rows = {r["path"]: r for r in data["rows"] if r["tab"] == "style"}
+    assert set(rows) == {"eager", "torch", "onnx-fp32", "onnx-int8"}
+    assert all(r["median_s"] > 0 and len(r["seconds"]) == 1 for r in rows.values())
+    assert rows["eager"]["psnr_db"] is None  # the reference
+    assert rows["torch"]["psnr_db"] == float("inf") or rows["torch"]["psnr_db"] > 100
+    assert rows["onnx-fp32"]["psnr_db"] > 60
+    default = data["defaults"]["style"]
+    assert default in rows
+    if default == "onnx-int8":  # auto only takes int8 at >= 40 dB against fp32
+        assert rows["onnx-int8"]["psnr_db"] >= 40
+    assert f"**{default}** (default)" in proc.stdout
+    assert list((tmp_path / "onnx").rglob("*.onnx")), "exports went to --cache"
