@@ -366,8 +366,9 @@ def prelu_as_max(model: Any) -> int:
             nodes.append(node)
             continue
         scaled = f"{node.output[0]}__slope_x"
-        nodes.append(helper.make_node("Mul", [node.input[0], node.input[1]], [scaled], name=f"{node.name}_mul"))
-        nodes.append(helper.make_node("Max", [node.input[0], scaled], list(node.output), name=f"{node.name}_max"))
+        base = node.name or node.output[0]  # node names are optional in ONNX; output names are unique
+        nodes.append(helper.make_node("Mul", [node.input[0], node.input[1]], [scaled], name=f"{base}__mul"))
+        nodes.append(helper.make_node("Max", [node.input[0], scaled], list(node.output), name=f"{base}__max"))
         done += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)
