@@ -413,7 +413,9 @@ class Studio:
         origin = ORIGINS.get(source.origin, source.origin) if source is not None else "unknown"
         if spec.repo_id and source is not None and source.origin in ("hub", "hub-cache"):
             origin += f" ({spec.repo_id})"
-        line = (f"**{spec.title}** (`{spec.id}`) · {backend.name} on {backend.device} · {seconds:.2f} s · "
+        # int8/fp16 trade a little accuracy (>= 40 dB PSNR vs fp32, checked at export): say so
+        runtime = backend.name if backend.precision == "fp32" else f"{backend.name} {backend.precision}"
+        line = (f"**{spec.title}** (`{spec.id}`) · {runtime} on {backend.device} · {seconds:.2f} s · "
                 f"{size[0]}×{size[1]} px · weights: {origin}")
         if source is not None and source.note:
             line += f"\n\n⚠️ {source.note}"

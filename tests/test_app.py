@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app import EMPTY_CANVAS_MESSAGE, AppConfig, app_specs, build_demo
+from app import EMPTY_CANVAS_MESSAGE, AppConfig, Studio, app_specs, build_demo
 from gan_models import SPECS, GanModelsError, ModelSpec
 
 from .conftest import make_tiny_model, rgb_image, serve
@@ -238,3 +239,12 @@ def test_weights_flag_adds_local_models_to_their_tab(tmp_path):
     config.write_text(config.read_text().replace(f'"{clash.id}"', '"default-upscale-x4"'))
     with pytest.raises(GanModelsError, match="already taken"):
         app_specs([str(tmp_path / "clash")])
+
+
+def test_info_line_names_a_reduced_precision(tmp_path):
+    studio = Studio(specs=build_app_models(tmp_path), config=AppConfig())
+    spec = studio.specs["tiny-style"]
+    for precision, shown in (("fp32", "· onnxruntime on cpu ·"), ("int8", "· onnxruntime int8 on cpu ·")):
+        translator = SimpleNamespace(spec=spec, source=None,
+                                     backend=SimpleNamespace(name="onnxruntime", device="cpu", precision=precision))
+        assert shown in studio._info(spec.id, translator, 0.5, Image.new("RGB", (8, 8)))
