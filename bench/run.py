@@ -24,7 +24,7 @@ counted once with FlopCounterMode, over the latency: tile overlap is work we do 
 eager fp32 output, peak RSS (2048² tab). "default" marks what `translator_for(backend="auto")` runs.
 Timed runs are interleaved across paths so background load hits each path alike, with a 0.2 s pause before each
 (spinning worker threads of the previous path would otherwise slow the next); the load average is printed.
-The process calls gan_models.backends.tune_malloc() first, as the app and CLI do, so eager and torch rows run with
+The process calls gan_models.backends.tune_malloc() first, as app, CLI and train.py do, so eager and torch rows run with
 the same allocator settings as ours (the strongest baseline); --default-malloc measures glibc's defaults instead.
 """
 

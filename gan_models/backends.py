@@ -94,7 +94,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbe
 def tune_malloc() -> bool:
     """Keep torch's per-run buffers in the heap (glibc only; a no-op returning False elsewhere).
 
-    Process-wide, so entry points (the app, the CLI, the benchmark) call it once at start-up; the library never does.
+    Process-wide, so entry points (app.py, the CLI, train.py, the benchmark) call it once at start-up; the library
+    never does.
     """
     if not sys.platform.startswith("linux"):
         return False
