@@ -25,7 +25,8 @@ from gan_models.weights import build_generator, save_model_folder
 # this). Without it backend "auto" would export every tiny model to ONNX, into the user's cache, on first use.
 os.environ.setdefault("GAN_STUDIO_BACKEND", "torch")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
 
 # Small widths with the same key structure as the real networks, for checkpoints written in the real layouts.

@@ -11,7 +11,6 @@ import json
 import shutil
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -35,9 +34,15 @@ from gan_models.cli import main as cli_main
 from gan_models.specs import ModelSpec
 from gan_models.weights import build_generator, load_generator, save_model_folder
 
-from .conftest import TINY_FIELDS, TINY_KWARGS, make_tiny_model, rgb_image, skip_without_shared_data, tiny_spec_fields
-
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import (
+    REPO,
+    TINY_FIELDS,
+    TINY_KWARGS,
+    make_tiny_model,
+    rgb_image,
+    skip_without_shared_data,
+    tiny_spec_fields,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,7 @@ from gan_models import GanModelsError, Translator, translator_for
 from gan_models.backends import BackendOutOfMemory, TorchBackend
 from gan_models.weights import load_generator
 
-from .conftest import rgb_image
-
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO, rgb_image
 
 
 def _translator(spec) -> Translator:
