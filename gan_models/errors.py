@@ -37,3 +37,15 @@ class BackendUnavailableError(GanModelsError):
 class OnnxExportError(GanModelsError):
     """Exporting a model to ONNX failed: the exporter, `onnx.checker`, quantization, or the parity check against
     PyTorch (the message gives the measured difference and the tolerance)."""
+
+
+def first_line(exc: BaseException, *, limit: int = 300) -> str:
+    """The first non-empty line of `exc`'s message (at most `limit` characters), else its type name.
+
+    Third-party errors (onnxruntime, torch, the Hub client) carry multi-line messages and tracebacks; a user sees
+    one line.
+    """
+    for line in str(exc).strip().splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__
