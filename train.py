@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     def dflt(name: str) -> str:
         return f" (default: {getattr(d, name)})"
 
+    def per_mode(name: str) -> str:
+        return f" (default: {'; '.join(f'{k} {getattr(mode, name)}' for k, mode in MODES.items())})"
+
     p = argparse.ArgumentParser(prog="python train.py", description=__doc__.split("\n\n")[0],
                                 epilog="Layouts, stabilisers and examples: docs/training.md.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--push-to-hub", metavar="REPO", help="upload final/ to this Hub model repo (needs a token)")
     m = p.add_argument_group("model")
     m.add_argument("--model", "--arch-preset", dest="model", metavar="MODEL_ID",
-                   help="spec (id or train.py output folder) whose architecture to train; default: default-style "
-                        "(cyclegan), default-sketch (pix2pix), default-upscale-x4 (srgan)")
+                   help="spec (id or train.py output folder) whose architecture to train"
+                        + per_mode("default_model"))
     m.add_argument("--arch-kwargs", type=json.loads, metavar="JSON",
                    help='override architecture arguments, e.g. \'{"ngf": 16}\'')
     m.add_argument("--init", metavar="MODEL_ID",
@@ -82,11 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--steps", type=int, help="optimizer steps" + dflt("steps"))
     o.add_argument("--epochs", type=int, help="passes over the training images (replaces --steps)")
     o.add_argument("--batch-size", type=int, help="images per step" + dflt("batch_size"))
-    o.add_argument("--crop", type=int, help="training crop in output pixels (default: 256; srgan: 128)")
+    o.add_argument("--crop", type=int, help="training crop in output pixels" + per_mode("crop"))
     o.add_argument("--lr", type=float, help="generator learning rate" + dflt("lr"))
     o.add_argument("--lr-d", type=float, help="discriminator learning rate (two time-scale updates, TTUR); "
                                               "default: --lr")
-    o.add_argument("--beta1", type=float, help="Adam beta1 (default: 0.5; srgan: 0.9)")
+    o.add_argument("--beta1", type=float, help="Adam beta1" + per_mode("beta1"))
     o.add_argument("--decay-from", type=float, help="learning rates fall linearly to 0 from this fraction of the "
                                                     "steps on, as in CycleGAN/Pix2Pix" + dflt("decay_from"))
     o.add_argument("--seed", type=int, help="seed for weights, crops and augmentation" + dflt("seed"))
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max-minutes", type=float, help="stop cleanly (checkpoint + final/) after this much wall time")
     s = p.add_argument_group("losses and stabilisers (defaults follow the papers)")
     s.add_argument("--gan-loss", choices=("lsgan", "vanilla", "hinge", "wgangp"),
-                   help="adversarial loss (default: lsgan for cyclegan, vanilla BCE for pix2pix and srgan)")
+                   help="adversarial loss (vanilla = BCE)" + per_mode("gan_loss"))
     s.add_argument("--label-smoothing", type=float,
                    help="one-sided: D's target for real images, 0.9 is usual (lsgan/vanilla)" + dflt("label_smoothing"))
     s.add_argument("--instance-noise", type=float, metavar="SIGMA",
