@@ -135,6 +135,7 @@ def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
+
 def resumed_config(args: argparse.Namespace, ckpt_path: Path, ckpt: dict[str, Any]) -> TrainConfig:
     """The saved config, with the options given now on top (except those that define the networks)."""
     saved, given = json.loads(ckpt["config"]), explicit_options(args)
