@@ -608,7 +608,7 @@ def _flops_per_output_pixel(arch: str, kwargs: tuple[tuple[str, Any], ...]) -> f
     channels = options.get("in_channels", options.get("num_in_ch", 3))
     with torch.device("meta"):
         model = build_arch(arch, **options)
-        x = torch.empty(1, channels, 64, 64)
+        x = torch.empty(1, channels, 256, 256)  # deep U-Nets need 256 px (8 downsamplings)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         y = model(x)
     return counter.get_total_flops() / (y.shape[-2] * y.shape[-1])
