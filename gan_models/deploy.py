@@ -234,10 +234,16 @@ def pinned_version(requirements: Path, package: str) -> str | None:
     return None
 
 
+def _hub_repos(spec: ModelSpec) -> list[tuple[str, str]]:
+    """(repo_id, repo_type) of every Hub repo `spec` may read; a spec with several sources lists them in `sources`."""
+    sources = getattr(spec, "sources", None) or [spec]
+    return [(s.repo_id, s.repo_type) for s in sources if s.repo_id]
+
+
 def hub_model_repos(specs: Mapping[str, ModelSpec]) -> set[str]:
     """Hub model repos the specs download from: what the front matter's `models:` should list (Spaces that host
     checkpoints cannot be listed there)."""
-    return {s.repo_id for s in specs.values() if s.repo_id and s.repo_type == "model"}
+    return {repo for s in specs.values() for repo, kind in _hub_repos(s) if kind == "model"}
 
 
 def check_front_matter(
@@ -294,7 +300,7 @@ def check_front_matter(
             problems.append(f"README.md: models entry {repo!r} is not a Hub model id (owner/name)")
     wanted = hub_model_repos(specs)
     for repo in sorted(wanted - set(map(str, listed))):
-        users = ", ".join(s.id for s in specs.values() if s.repo_id == repo)
+        users = ", ".join(s.id for s in specs.values() if (repo, "model") in _hub_repos(s))
         problems.append(f"README.md: models lacks {repo} (downloaded by {users})")
     for repo in sorted(set(map(str, listed)) - wanted):
         problems.append(f"README.md: models lists {repo}, which no model spec downloads")

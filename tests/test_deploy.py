@@ -15,6 +15,7 @@ from PIL import Image
 from gan_models import SPECS, deploy
 from gan_models.cli import main as cli_main
 from gan_models.errors import GanModelsError
+from gan_models.settings import Settings, hub_cache_dir
 from gan_models.specs import ModelSpec
 
 from .conftest import REPO
@@ -443,19 +444,16 @@ def test_gpu_durations_grow_with_image_and_model(tmp_path, monkeypatch):
 
 
 def test_caches_move_to_persistent_storage(tmp_path, monkeypatch):
-    from export.onnx_export import cache_dir
-    from gan_models.settings import hub_cache_dir
-
     environ: dict[str, str] = {}
     placed = deploy.use_persistent_storage(tmp_path, environ)
     assert placed == environ == {"HF_HOME": str(tmp_path / ".huggingface"),
                                  "GAN_STUDIO_ONNX_CACHE": str(tmp_path / "gan-studio" / "onnx")}
     assert (tmp_path / ".huggingface").is_dir() and (tmp_path / "gan-studio" / "onnx").is_dir()
+    # what the library then uses: Hub downloads and ONNX exports land on the persistent storage
+    assert Settings.from_env(environ).onnx_cache == tmp_path / "gan-studio" / "onnx"
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    assert hub_cache_dir() == tmp_path / ".huggingface" / "hub"  # where the library downloads to
-    assert cache_dir() == tmp_path / "gan-studio" / "onnx"  # where the backend exports to
+    monkeypatch.setenv("HF_HOME", environ["HF_HOME"])
+    assert hub_cache_dir() == tmp_path / ".huggingface" / "hub"
 
 
 def test_caches_the_user_placed_stay_put(tmp_path):
