@@ -44,16 +44,15 @@ ROOT_FILES = ("app.py", "README.md", "requirements.txt", ".gitattributes")
 # (folder, glob): data the app reads at run time; code is found by following app.py's imports.
 DATA_GLOBS = (("weights", "*.safetensors"), ("weights", "MANIFEST.json"),
               *(("examples", f"*{suffix}") for suffix in sorted(IMAGE_SUFFIXES)))
-# Left out without comment: bytecode and tool caches are rebuilt wherever the code runs.
+# Left out (and counted in the plan): bytecode and tool caches are rebuilt wherever the code runs.
 CACHE_DIRS = frozenset({"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".ipynb_checkpoints"})
 CACHE_SUFFIXES = frozenset({".pyc", ".pyo"})
 # Refused: files inside an uploaded package that must never leave this machine, or that the Space rebuilds itself.
+# (Python modules are exempt from the name test: `tokenizer.py` is code, not a token.)
 SECRET_PATTERNS = (".env", ".env.*", "*.env", ".netrc", ".git-credentials", "*token*", "*secret*", "credentials*",
                    "*.pem", "*.key", "id_rsa*", "id_ed25519*")
 BUILD_PATTERNS = ("*.onnx", "*.onnx.data", "*.ckpt", "checkpoint.pt")
 BUILD_DIRS = frozenset({"runs", "outputs", "flagged", ".gradio", ".cache"})
-# Hardware names (huggingface_hub.SpaceHardware values) that have a GPU; "zero-a10g" is ZeroGPU.
-ZEROGPU_HARDWARE = "zero-a10g"
 
 
 # --- the plan: which files a Space gets ---------------------------------------------------------------------------
@@ -311,7 +310,7 @@ def _unwanted(path: str) -> str | None:
     """Why `path` must not be uploaded (a secret, a build product, a run folder), or None."""
     parts = path.split("/")
     name = parts[-1]
-    if any(fnmatch.fnmatchcase(name.lower(), p) for p in SECRET_PATTERNS):
+    if not name.endswith(".py") and any(fnmatch.fnmatchcase(name.lower(), p) for p in SECRET_PATTERNS):
         return "looks like a secret (token, key or .env file); remove it from the folder"
     if any(part in BUILD_DIRS for part in parts[:-1]):
         return "is inside a run or cache folder; move it out of the package"
@@ -473,7 +472,7 @@ def _upload(api: Any, plan: SpacePlan, repo_id: str, *, hardware: str | None, pr
     import httpx
     from huggingface_hub.errors import HfHubHTTPError
 
-    code_dirs = sorted({p.split("/")[0] for p in plan.paths if "/" in p})
+    folders = sorted({p.split("/")[0] for p in plan.paths if "/" in p})
     try:
         api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private or None, exist_ok=True,
                         space_hardware=hardware)
@@ -481,7 +480,7 @@ def _upload(api: Any, plan: SpacePlan, repo_id: str, *, hardware: str | None, pr
             repo_id=repo_id, repo_type="space", folder_path=str(plan.root),
             allow_patterns=plan.paths,
             # files deleted or renamed here disappear from the Space too (the allow-list re-adds the current ones)
-            delete_patterns=[f"{d}/*" for d in code_dirs],
+            delete_patterns=[f"{d}/*" for d in folders],
             commit_message=f"Publish GAN Image Studio ({len(plan.files)} files)",
         )
         if hardware is not None:

@@ -46,6 +46,7 @@ EXPECTED = [
     "gan_models/__init__.py",
     "gan_models/archs/__init__.py",
     "gan_models/archs/net.py",
+    "gan_models/archs/tokenizer.py",
     "gan_models/specs_table.json",
     "requirements.txt",
     "weights/MANIFEST.json",
@@ -69,6 +70,7 @@ def checkout(tmp_path: Path) -> Path:
                                    "def f():\n    from export.onnx_export import g\n    return g\n"),
         "gan_models/archs/__init__.py": "",
         "gan_models/archs/net.py": "import torch\n",
+        "gan_models/archs/tokenizer.py": "",  # code, not a token
         "gan_models/specs_table.json": "{}\n",
         "export/__init__.py": "",
         "export/onnx_export.py": "def g():\n    return 1\n",
