@@ -4,7 +4,7 @@
     python -m gan_models space OWNER/NAME [--hardware zero-a10g] [--private]
 
 Publishing uploads an allow-list, never the whole folder: `app.py`, the local packages it imports (followed through
-their imports: `gan_models/`, `export/`), `weights/*.safetensors` + `weights/MANIFEST.json`, the example images,
+their imports, e.g. `gan_models/`), `weights/*.safetensors` + `weights/MANIFEST.json`, the example images,
 `requirements.txt`, `README.md` (whose YAML front matter is the Space's configuration) and `.gitattributes`. Before
 anything is sent, `check_space` lists, one line each, what a Space build or the Hub would refuse.
 
