@@ -3,6 +3,7 @@
     python -m gan_models list [--task upscale]
     python -m gan_models run default-upscale-x4 photo.jpg more/ -o out/ [--tile 256] [--outscale 2]
     python -m gan_models eval default-upscale-x4 --data ../shared/data/sr/val [--out eval/]
+    python -m gan_models space OWNER/NAME [--hardware zero-a10g] [--private] [--dry-run]   (see gan_models.deploy)
 
 Bad files are reported and skipped; the batch goes on and the exit code is 1 when any file failed.
 Library errors become one line on stderr (exit 2), never a traceback.
@@ -19,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .backends import tune_malloc
+from .deploy import add_space_arguments
 from .errors import GanModelsError
 from .specs import SPECS, TASKS
 
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="use only the first N images")
     ev.add_argument("--backend", default="auto", help="auto | torch | onnx")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_space_arguments(sub.add_parser("space", help="publish this checkout as a Hugging Face Space"))
     return parser
 
 
@@ -167,7 +170,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "eval": cmd_eval}
+def cmd_space(args: argparse.Namespace) -> int:
+    from .deploy import cmd_space as publish
+
+    return publish(args)
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "eval": cmd_eval, "space": cmd_space}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
