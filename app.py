@@ -49,6 +49,7 @@ from gan_models import (
     load_model,
 )
 from gan_models.backends import resolve_device, tune_malloc
+from gan_models.errors import first_line
 from gan_models.settings import hub_offline
 
 logger = logging.getLogger("gan_studio")
@@ -210,7 +211,7 @@ class ImageInput(gr.Image):
         except UnidentifiedImageError as exc:
             raise gr.Error("The upload is not a readable image (unknown or corrupt format)") from exc
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files; all mean "cannot read"
-            raise gr.Error(f"The upload is not a readable image: {exc}") from exc
+            raise gr.Error(f"The upload is not a readable image: {first_line(exc)}") from exc
 
 
 class SketchInput(gr.Sketchpad):
@@ -361,8 +362,8 @@ class Studio:
         spec, backend, source = translator.spec, translator.backend, translator.source
         size = result.size
         origin = ORIGINS.get(source.origin, source.origin) if source is not None else "unknown"
-        if spec.repo_id and source is not None and source.origin in ("hub", "hub-cache"):
-            origin += f" ({spec.repo_id})"
+        if source is not None and source.hub is not None:
+            origin += f" ({source.hub.repo_id})"
         # int8/fp16 trade a little accuracy (>= 40 dB PSNR vs fp32, checked at export): say so
         runtime = backend.name if backend.precision == "fp32" else f"{backend.name} {backend.precision}"
         line = (f"**{spec.title}** (`{spec.id}`) · {runtime} on {backend.device} · {seconds:.2f} s · "

@@ -29,7 +29,7 @@ from torch import nn
 
 from . import settings
 from .archs import STATE_BUILT_ARCHS, build_arch
-from .errors import WeightsError, WeightsUnavailableError, first_line
+from .errors import GanModelsError, WeightsError, WeightsUnavailableError, first_line
 from .files import atomic_write
 from .specs import SPECS, HubFile, ModelSpec
 
@@ -51,11 +51,13 @@ class WeightsSource:
         path: the file that was read.
         origin: "bundled" (shipped in weights/), "local" (a user's folder), "hub-cache" or "hub" (downloaded now).
         spec_id: the spec whose weights were read (the fallback's id after a fallback).
+        hub: the Hub file it is (one of the spec's sources) for origins "hub-cache" and "hub", else None.
     """
 
     path: Path
     origin: Origin
     spec_id: str
+    hub: HubFile | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ def load_model(
         specs: where the fallback id is looked up (the app passes the models it offers).
 
     Raises:
-        WeightsUnavailableError: the weights cannot be obtained and there is no fallback (or it is disallowed).
+        WeightsUnavailableError: the weights cannot be obtained and there is no fallback, it is disallowed, or it
+            failed too (the message then gives both reasons).
         WeightsError: a weights file that cannot be used; the message names the file and the reason.
     """
     try:
@@ -103,7 +106,10 @@ def load_model(
         fallback = specs.get(spec.fallback) if allow_fallback and spec.fallback not in (None, spec.id) else None
         if fallback is None:
             raise
-        loaded = _load_exact(fallback)
+        try:
+            loaded = _load_exact(fallback)
+        except GanModelsError as fallback_exc:
+            raise WeightsUnavailableError(f"{exc}; its fallback {fallback.id} failed too: {fallback_exc}") from exc
         reason = f"Hub unreachable for {spec.id}; using the bundled {fallback.id} instead ({exc})"
         return LoadedModel(spec=fallback, module=loaded.module, source=loaded.source, requested=spec,
                            fallback_reason=reason)
@@ -149,7 +155,7 @@ def resolve_weights(spec: ModelSpec) -> WeightsSource:
             hub.repo_id, hub.filename, cache_dir=cache_dir, revision=hub.revision, repo_type=hub.repo_type
         )
         if isinstance(cached, str) and os.path.isfile(cached):
-            return WeightsSource(path=Path(cached), origin="hub-cache", spec_id=spec.id)
+            return WeightsSource(path=Path(cached), origin="hub-cache", spec_id=spec.id, hub=hub)
     if settings.hub_offline():
         where = " nor ".join(str(hub) for hub in spec.sources)
         raise WeightsUnavailableError(f"{spec.id}: cannot get {where}: offline mode (HF_HUB_OFFLINE=1)")
@@ -157,7 +163,7 @@ def resolve_weights(spec: ModelSpec) -> WeightsSource:
     error: Exception | None = None
     for i, hub in enumerate(spec.sources):
         try:
-            return WeightsSource(path=_download(hub, cache_dir), origin="hub", spec_id=spec.id)
+            return WeightsSource(path=_download(hub, cache_dir), origin="hub", spec_id=spec.id, hub=hub)
         except Exception as exc:  # noqa: BLE001 - every Hub/network failure means the same thing to the caller
             error = exc
             failures.append(f"{hub}: {type(exc).__name__}: {first_line(exc)}")

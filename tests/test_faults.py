@@ -420,3 +420,63 @@ def test_pickle_calling_os_system_is_refused(tmp_path, protocol):
     assert str(info.value).startswith(f"{bad}: ")
     if protocol == 2:  # the safe unpickler names the callable it blocked
         assert "system; possible code execution" in str(info.value)
+
+
+# --- Several Hub sources ------------------------------------------------------------------------------------------
+
+
+def _http_error(status: int, message: str) -> Exception:
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    response = httpx.Response(status, request=httpx.Request("HEAD", "https://huggingface.co/x"))
+    return HfHubHTTPError(message, response=response)
+
+
+def test_second_source_is_downloaded_when_the_hub_has_not_the_first(hub_at, tmp_path, monkeypatch):
+    hub_at("http://127.0.0.1:9")  # never contacted: _download is replaced below
+    spec = SPECS["srgan-x4"]
+    first, second = spec.sources
+    tried: list[str] = []
+
+    def download(hub, cache_dir):
+        tried.append(hub.repo_id)
+        if hub == first:
+            raise _http_error(404, "404 Client Error: Entry Not Found for url: https://huggingface.co/x\nmore")
+        return tmp_path / "weights.pth"
+
+    monkeypatch.setattr(weights_module, "_download", download)
+    source = resolve_weights(spec)
+    assert tried == [first.repo_id, second.repo_id]
+    assert (source.origin, source.hub, source.path) == ("hub", second, tmp_path / "weights.pth")
+
+
+def test_sources_after_a_network_failure_are_not_tried(hub_at, monkeypatch):
+    hub_at("http://127.0.0.1:9")
+    spec = SPECS["srgan-x4"]
+    first, second = spec.sources
+    tried: list[str] = []
+
+    def download(hub, cache_dir):
+        tried.append(hub.repo_id)
+        raise ConnectionError("connection refused\ntraceback lines")
+
+    monkeypatch.setattr(weights_module, "_download", download)
+    with pytest.raises(WeightsUnavailableError) as info:
+        resolve_weights(spec)
+    assert tried == [first.repo_id]  # the other source lives on the same unanswering Hub
+    message = str(info.value)
+    assert message.startswith("srgan-x4: cannot get ") and "traceback" not in message
+    assert f"{first.repo_id}/{first.filename}@main: ConnectionError: connection refused" in message
+    assert f"{second.repo_id}/{second.filename}@main: not tried" in message
+
+
+def test_failed_fallback_is_reported_with_the_hub_failure(offline_hub, monkeypatch, tmp_path):
+    spec = SPECS["style-monet"]
+    missing = tmp_path / "gone.safetensors"
+    monkeypatch.setitem(SPECS, spec.fallback, dataclasses.replace(SPECS[spec.fallback], bundled=missing))
+    with pytest.raises(WeightsUnavailableError) as info:
+        load_model(spec)
+    message = str(info.value)
+    assert message.startswith("style-monet: cannot get ") and "offline mode" in message
+    assert f"its fallback {spec.fallback} failed too" in message and str(missing) in message
