@@ -261,7 +261,7 @@ def translator_for(
     precision: str | None = None,
     tile_budget_mb: int = Settings.tile_budget_mb,
 ) -> Translator:
-    """Load a model and wrap it in a Translator: the one-call entry point for the CLI and the app.
+    """Load a model and wrap it in a Translator: the one-call entry point for the CLI, scripts and tests.
 
     Parameters:
         spec_or_id: a spec, an id of SPECS or a model folder (see `get_spec`).

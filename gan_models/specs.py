@@ -136,6 +136,10 @@ def _hub(repo: str, filename: str, *, repo_type: str = "model") -> HubFile:
     return HubFile(repo_id=repo, filename=filename, revision=_UNPINNED, repo_type=repo_type)
 
 
+def _space(repo: str, filename: str) -> HubFile:
+    return _hub(repo, filename, repo_type="space")
+
+
 def _page(hub: HubFile) -> str:
     """The public page of a Hub file's repository."""
     return _HUB + ("spaces/" if hub.repo_type == "space" else "") + hub.repo_id
@@ -220,27 +224,27 @@ SPECS: dict[str, ModelSpec] = {
     # --- Style transfer (CycleGAN) -----------------------------------------------------------------------------
     "style-monet": _cyclegan(
         "style-monet", "Photo → Monet", "Official CycleGAN photo→Monet generator (junyanz).",
-        sources=(_hub(_UNPAIRED_SPACE, "checkpoints/style_monet_pretrained/latest_net_G.pth", repo_type="space"),),
+        sources=(_space(_UNPAIRED_SPACE, "checkpoints/style_monet_pretrained/latest_net_G.pth"),),
     ),
     "style-vangogh": _cyclegan(
         "style-vangogh", "Photo → Van Gogh", "Official CycleGAN photo→Van Gogh generator (junyanz).",
-        sources=(_hub(_UNPAIRED_SPACE, "checkpoints/style_vangogh_pretrained/latest_net_G.pth", repo_type="space"),),
+        sources=(_space(_UNPAIRED_SPACE, "checkpoints/style_vangogh_pretrained/latest_net_G.pth"),),
     ),
     "style-cezanne": _cyclegan(
         "style-cezanne", "Photo → Cézanne", "Official CycleGAN photo→Cézanne generator (junyanz).",
-        sources=(_hub(_YANGUAN_SPACE, "weights/detect/style_cezanne.pth", repo_type="space"),),
+        sources=(_space(_YANGUAN_SPACE, "weights/detect/style_cezanne.pth"),),
     ),
     "style-ukiyoe": _cyclegan(
         "style-ukiyoe", "Photo → Ukiyo-e", "Official CycleGAN photo→Ukiyo-e generator (junyanz).",
-        sources=(_hub(_YANGUAN_SPACE, "weights/detect/style_ukiyoe.pth", repo_type="space"),),
+        sources=(_space(_YANGUAN_SPACE, "weights/detect/style_ukiyoe.pth"),),
     ),
     "horse2zebra": _cyclegan(
         "horse2zebra", "Horse → Zebra", "Official CycleGAN horse→zebra generator (junyanz).",
-        sources=(_hub(_UNPAIRED_SPACE, "checkpoints/horse2zebra_pretrained/latest_net_G.pth", repo_type="space"),),
+        sources=(_space(_UNPAIRED_SPACE, "checkpoints/horse2zebra_pretrained/latest_net_G.pth"),),
     ),
     "zebra2horse": _cyclegan(
         "zebra2horse", "Zebra → Horse", "Official CycleGAN zebra→horse generator (junyanz).",
-        sources=(_hub(_UNPAIRED_SPACE, "checkpoints/zebra2horse_pretrained/latest_net_G.pth", repo_type="space"),),
+        sources=(_space(_UNPAIRED_SPACE, "checkpoints/zebra2horse_pretrained/latest_net_G.pth"),),
     ),
     "horse2zebra-tmabraham": _cyclegan(
         "horse2zebra-tmabraham", "Horse → Zebra (tmabraham)",
