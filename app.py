@@ -154,7 +154,9 @@ class TranslatorCache:
         """The fallback model's own cached translator; made from `loaded` when there is none yet.
 
         `load_model` has just read the fallback's weights (a small bundled file); when the fallback is already
-        cached that copy is dropped here, so one copy stays in memory.
+        cached that copy is dropped here, so one copy stays in memory. Called with the requested model's lock held;
+        fallbacks are bundled models without a fallback of their own, so the two locks are never taken the other
+        way round.
         """
         key = self._key(loaded.spec.id)
         with self._lock(key):
