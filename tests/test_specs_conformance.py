@@ -43,6 +43,10 @@ def test_spec_is_consistent(spec_id):
     if spec.repo_id is not None:
         assert spec.filename and spec.revision
         assert spec.repo_type in {"model", "space"}
+        for hub in spec.sources:  # every location, not only the first
+            assert hub.repo_id.count("/") == 1 and hub.filename and hub.revision
+            assert hub.repo_type in {"model", "space"}
+        assert len(set(spec.sources)) == len(spec.sources)
         assert spec.fallback in SPECS and SPECS[spec.fallback].is_bundled
         assert SPECS[spec.fallback].task == spec.task
     else:
