@@ -5,7 +5,8 @@
 
 Handlers convert Gradio values, delegate to `gan_models` and turn library errors into `gr.Error`. Nothing is loaded
 at import time: models load on first use and stay in a small cache shared by all requests. Settings come from the
-environment (see AppConfig.from_env), so the same file runs locally, on a CPU Space and on a CUDA machine.
+environment (see gan_models.settings.Settings.from_env), so the same file runs locally, on a CPU Space and on a CUDA
+machine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import argparse
 import dataclasses
 import importlib.util
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -35,18 +35,22 @@ from gan_models import (
     GanModelsError,
     ImageTooLargeError,
     InvalidImageError,
+    LoadedModel,
     ModelSpec,
+    Settings,
     Translator,
     UnknownModelError,
     WeightsError,
-    WeightsSource,
     WeightsUnavailableError,
+    build_translator,
     default_backend,
     get_spec,
     imaging,
-    translator_for,
+    load_model,
 )
 from gan_models.backends import resolve_device, tune_malloc
+from gan_models.errors import first_line
+from gan_models.settings import hub_offline
 
 logger = logging.getLogger("gan_studio")
 
@@ -67,68 +71,8 @@ STYLE_SIZES = [
 TILE_CHOICES = [("Auto", "auto"), ("128", "128"), ("256", "256"), ("512", "512"), ("None (whole image)", "none")]
 
 
-def _env_bool(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    """How the app runs; every field has an environment variable so a Space needs no code change.
-
-    Parameters:
-        backend: "auto", "torch" or "onnx" (GAN_STUDIO_BACKEND).
-        device: "auto", "cpu" or "cuda" (GAN_STUDIO_DEVICE); "auto" uses CUDA when present.
-        concurrency: model runs at once across all tabs (GAN_STUDIO_CONCURRENCY); more than the CPU cores
-            only makes every request slower.
-        queue_size: waiting requests before new ones are refused (GAN_STUDIO_QUEUE_SIZE).
-        max_file_size: upload cap passed to launch() (GAN_STUDIO_MAX_FILE_SIZE, e.g. "25mb").
-        max_input_pixels: decoded-size guard for style and sketch inputs (GAN_STUDIO_MAX_PIXELS).
-        max_upscale_pixels: input cap for upscaling: the x4 result has 16x as many pixels
-            (GAN_STUDIO_MAX_UPSCALE_PIXELS).
-        max_style_side: "original size" style transfer shrinks the long side to this (GAN_STUDIO_MAX_SIDE).
-        preview_side: long side of the before/after preview; the PNG download is always full size
-            (GAN_STUDIO_PREVIEW_SIDE).
-        retry_after_s: how long a Hub failure or a broken model is remembered before trying again
-            (GAN_STUDIO_RETRY_AFTER_S).
-        threads: CPU threads per model run, set once at start-up by main() (GAN_STUDIO_THREADS); 0 leaves
-            torch's default.
-        mcp: serve the MCP endpoint (GRADIO_MCP_SERVER).
-    """
-
-    backend: str = "auto"
-    device: str = "auto"
-    concurrency: int = 2
-    queue_size: int = 32
-    max_file_size: str = "25mb"
-    max_input_pixels: int = 50_000_000
-    max_upscale_pixels: int = 4_000_000
-    max_style_side: int = 1024
-    preview_side: int = 2048
-    retry_after_s: float = 600.0
-    threads: int = 0
-    mcp: bool = False
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> AppConfig:
-        def get(name: str, default: Any, kind: Callable[[str], Any] = str) -> Any:
-            raw = environ.get(name)
-            return default if raw in (None, "") else kind(raw)
-
-        concurrency = get("GAN_STUDIO_CONCURRENCY", cls.concurrency, int)
-        return cls(
-            backend=get("GAN_STUDIO_BACKEND", cls.backend),
-            device=get("GAN_STUDIO_DEVICE", cls.device),
-            concurrency=concurrency,
-            queue_size=get("GAN_STUDIO_QUEUE_SIZE", cls.queue_size, int),
-            max_file_size=get("GAN_STUDIO_MAX_FILE_SIZE", cls.max_file_size),
-            max_input_pixels=get("GAN_STUDIO_MAX_PIXELS", cls.max_input_pixels, int),
-            max_upscale_pixels=get("GAN_STUDIO_MAX_UPSCALE_PIXELS", cls.max_upscale_pixels, int),
-            max_style_side=get("GAN_STUDIO_MAX_SIDE", cls.max_style_side, int),
-            preview_side=get("GAN_STUDIO_PREVIEW_SIDE", cls.preview_side, int),
-            retry_after_s=get("GAN_STUDIO_RETRY_AFTER_S", cls.retry_after_s, float),
-            threads=get("GAN_STUDIO_THREADS", max(1, (os.cpu_count() or 1) // max(1, concurrency)), int),
-            mcp=_env_bool(environ.get("GRADIO_MCP_SERVER")),
-        )
+# The old name of Settings, still used by bench/load.py and tests/test_browser.py; remove once they say Settings.
+AppConfig = Settings
 
 
 @dataclass
@@ -143,28 +87,28 @@ class TranslatorCache:
 
     A Translator holds no per-request state, so one instance serves concurrent requests. Failures are remembered
     for `retry_after_s` so that, with the Hub unreachable, later requests do not wait on the network again. A Hub
-    model that cannot be had is served by its bundled `fallback` spec; that model is loaded once and shared by every
-    Hub model that falls back to it.
+    model that cannot be had is served by its bundled `fallback` spec (`load_model` decides); the fallback's
+    translator is made once and shared by every Hub model that falls back to it, so one copy stays in memory.
 
     Parameters:
-        specs: the models the app offers, by id.
-        backend, device: passed to `translator_for`.
-        retry_after_s: how long a failure (or a fallback in place of a Hub model) is remembered.
+        specs: the models the app offers, by id; a fallback must be one of them.
+        settings: backend, device, retry_after_s (how long a failure, or a fallback in place of a Hub model, is
+            remembered) and tile_budget_mb.
     """
 
-    def __init__(
-        self, specs: Mapping[str, ModelSpec], *, backend: str = "auto", device: str = "auto", retry_after_s: float
-    ) -> None:
+    def __init__(self, specs: Mapping[str, ModelSpec], *, settings: Settings) -> None:
         self.specs = dict(specs)
-        self.backend = backend
-        self.device = device
-        self.retry_after_s = retry_after_s
+        self.settings = settings
         self._entries: dict[tuple[str, str, str], _Entry] = {}
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
     def _key(self, model_id: str) -> tuple[str, str, str]:
-        return (model_id, self.backend, self.device)
+        return (model_id, self.settings.backend, self.settings.device)
+
+    def _lock(self, key: tuple[str, str, str]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
 
     def spec(self, model_id: str) -> ModelSpec:
         try:
@@ -180,9 +124,7 @@ class TranslatorCache:
         """
         spec = self.spec(model_id)
         key = self._key(model_id)
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
+        with self._lock(key):
             entry = self._entries.get(key)
             if entry is None or time.monotonic() >= entry.expires:
                 entry = self._load(spec)
@@ -193,34 +135,47 @@ class TranslatorCache:
         return entry.translator
 
     def _load(self, spec: ModelSpec) -> _Entry:
-        retry_at = time.monotonic() + self.retry_after_s
+        retry_at = time.monotonic() + self.settings.retry_after_s
         try:
-            translator = translator_for(spec, backend=self.backend, device=self.device, allow_fallback=False)
-            return _Entry(translator, None, float("inf"))
-        except WeightsUnavailableError as exc:
-            if spec.fallback is None or spec.fallback not in self.specs or spec.fallback == spec.id:
-                logger.warning("%s unavailable: %s", spec.id, exc)
-                return _Entry(None, exc, retry_at)
-            try:
-                shared = self.get(spec.fallback)
-            except GanModelsError as fallback_exc:
-                logger.warning("%s unavailable and its fallback %s failed: %s", spec.id, spec.fallback, fallback_exc)
-                return _Entry(None, exc, retry_at)
-            note = f"Hub unreachable for {spec.id}; using the bundled {shared.spec.id} instead ({exc})"
-            source = shared.source
-            fallback_source = WeightsSource(
-                path=source.path if source else Path(), origin=source.origin if source else "bundled",
-                spec_id=shared.spec.id, note=note,
-            )
-            return _Entry(Translator(shared.spec, shared.backend, source=fallback_source), None, retry_at)
+            loaded = load_model(spec, specs=self.specs)
+            if not loaded.fell_back:
+                return _Entry(self._build(loaded), None, float("inf"))
+            shared = self._shared_fallback(loaded)
         except GanModelsError as exc:
             logger.warning("%s failed to load: %s", spec.id, exc)
             return _Entry(None, exc, retry_at)
+        logger.warning("%s", loaded.fallback_reason)
+        # Remembered for retry_after_s only: after that the Hub is tried again.
+        translator = Translator(shared.spec, shared.backend, source=shared.source,
+                                fallback_reason=loaded.fallback_reason, tile_budget_mb=self.settings.tile_budget_mb)
+        return _Entry(translator, None, retry_at)
+
+    def _shared_fallback(self, loaded: LoadedModel) -> Translator:
+        """The fallback model's own cached translator; made from `loaded` when there is none yet.
+
+        `load_model` has just read the fallback's weights (a small bundled file); when the fallback is already
+        cached that copy is dropped here, so one copy stays in memory. Called with the requested model's lock held;
+        fallbacks are bundled models without a fallback of their own, so the two locks are never taken the other
+        way round.
+        """
+        key = self._key(loaded.spec.id)
+        with self._lock(key):
+            entry = self._entries.get(key)
+            if entry is None or entry.translator is None or time.monotonic() >= entry.expires:
+                own = dataclasses.replace(loaded, requested=loaded.spec, fallback_reason=None)
+                entry = _Entry(self._build(own), None, float("inf"))
+                self._entries[key] = entry
+            assert entry.translator is not None
+            return entry.translator
+
+    def _build(self, loaded: LoadedModel) -> Translator:
+        return build_translator(loaded, backend=self.settings.backend, device=self.settings.device,
+                                tile_budget_mb=self.settings.tile_budget_mb)
 
     def status(self, model_id: str) -> tuple[bool, str]:
         """(available, status text) without loading anything."""
         spec = self.spec(model_id)
-        if spec.bundled is not None and spec.repo_id is None and not spec.bundled.is_file():
+        if spec.bundled is not None and not spec.sources and not spec.bundled.is_file():
             return False, f"unavailable: weights file {spec.bundled.name} is missing"
         entry = self._entries.get(self._key(model_id))
         if entry is None:
@@ -228,9 +183,8 @@ class TranslatorCache:
         if entry.error is not None:
             return False, f"unavailable: {entry.error}"
         assert entry.translator is not None
-        source = entry.translator.source
-        if source is not None and source.note:
-            return True, f"fallback: {source.note}"
+        if entry.translator.fallback_reason is not None:
+            return True, f"fallback: {entry.translator.fallback_reason}"
         return True, "loaded"
 
 
@@ -259,7 +213,7 @@ class ImageInput(gr.Image):
         except UnidentifiedImageError as exc:
             raise gr.Error("The upload is not a readable image (unknown or corrupt format)") from exc
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files; all mean "cannot read"
-            raise gr.Error(f"The upload is not a readable image: {exc}") from exc
+            raise gr.Error(f"The upload is not a readable image: {first_line(exc)}") from exc
 
 
 class SketchInput(gr.Sketchpad):
@@ -377,10 +331,9 @@ class Studio:
         config: runtime settings.
     """
 
-    def __init__(self, *, specs: Mapping[str, ModelSpec], config: AppConfig) -> None:
+    def __init__(self, *, specs: Mapping[str, ModelSpec], config: Settings) -> None:
         self.config = config
-        self.cache = TranslatorCache(specs, backend=config.backend, device=config.device,
-                                     retry_after_s=config.retry_after_s)
+        self.cache = TranslatorCache(specs, settings=config)
         self._out_dir: Path | None = None
         self._out_lock = threading.Lock()
 
@@ -411,14 +364,14 @@ class Studio:
         spec, backend, source = translator.spec, translator.backend, translator.source
         size = result.size
         origin = ORIGINS.get(source.origin, source.origin) if source is not None else "unknown"
-        if spec.repo_id and source is not None and source.origin in ("hub", "hub-cache"):
-            origin += f" ({spec.repo_id})"
+        if source is not None and source.hub is not None:
+            origin += f" ({source.hub.repo_id})"
         # int8/fp16 trade a little accuracy (>= 40 dB PSNR vs fp32, checked at export): say so
         runtime = backend.name if backend.precision == "fp32" else f"{backend.name} {backend.precision}"
         line = (f"**{spec.title}** (`{spec.id}`) · {runtime} on {backend.device} · {seconds:.2f} s · "
                 f"{size[0]}×{size[1]} px · weights: {origin}")
-        if source is not None and source.note:
-            line += f"\n\n⚠️ {source.note}"
+        if translator.fallback_reason is not None:
+            line += f"\n\n⚠️ {translator.fallback_reason}"
         elif requested != spec.id:
             line += f"\n\n⚠️ {requested} is served by {spec.id}"
         notes = imaging.image_notes(result)
@@ -599,8 +552,8 @@ class Studio:
             device = f"unavailable ({exc})"
         backends = sorted({default_backend(s) if self.config.backend == "auto" else self.config.backend
                            for s in self.specs.values()})
-        hub = "offline (HF_HUB_OFFLINE=1): bundled models only" if _env_bool(os.environ.get("HF_HUB_OFFLINE")) \
-            else "online: Hub models download on first use"
+        hub = ("offline (HF_HUB_OFFLINE=1): bundled models only" if hub_offline()
+               else "online: Hub models download on first use")
         return (f"**Backend:** {self.config.backend} → {', '.join(backends)} · **Device:** {self.config.device} → "
                 f"{device} · **Hub:** {hub} · **Model runs at once:** {self.config.concurrency}")
 
@@ -625,14 +578,14 @@ def _canvas_example(path: Path) -> dict[str, Any] | None:
     return {"background": str(path), "layers": [], "composite": str(path)} if path.is_file() else None
 
 
-def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: AppConfig | None = None) -> gr.Blocks:
+def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings | None = None) -> gr.Blocks:
     """The whole app: three task tabs and a Settings panel; the queue is set up here with explicit concurrency.
 
     Parameters:
         specs: models to offer (default: gan_models.SPECS); tests pass tiny local models.
-        config: runtime settings (default: AppConfig.from_env()).
+        config: runtime settings (default: Settings.from_env()).
     """
-    config = config or AppConfig.from_env()
+    config = config or Settings.from_env()
     studio = Studio(specs=SPECS if specs is None else specs, config=config)
     heavy = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
     light = {"concurrency_limit": None, "api_visibility": "private"}
@@ -734,7 +687,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: AppConfi
     return demo
 
 
-def launch_options(config: AppConfig) -> dict[str, Any]:
+def launch_options(config: Settings) -> dict[str, Any]:
     """Keyword arguments for demo.launch(): upload cap, theme (a launch() argument since Gradio 6), MCP."""
     return {
         "max_file_size": config.max_file_size,
@@ -752,9 +705,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    config = AppConfig.from_env()
+    try:
+        config = Settings.from_env()
+    except GanModelsError as exc:
+        parser.error(str(exc))
     if args.mcp:
-        config = dataclasses.replace(config, mcp=True)
+        config = config.replace(mcp=True)
     if config.mcp and importlib.util.find_spec("mcp") is None:
         parser.error("the MCP server needs the mcp package: pip install 'gradio[mcp]==6.31.0'")
     tune_malloc()

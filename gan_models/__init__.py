@@ -18,17 +18,10 @@ from .errors import (
     WeightsError,
     WeightsUnavailableError,
 )
-from .pipeline import Translator, default_backend, translator_for
-from .specs import SPECS, TASKS, ModelSpec, get_spec, spec_from_config, specs_for_task
-from .weights import (
-    LoadedModel,
-    WeightsSource,
-    load_generator,
-    load_generator_with_source,
-    load_with_fallback,
-    resolve_weights,
-    save_model_folder,
-)
+from .pipeline import Translator, build_translator, default_backend, translator_for
+from .settings import Settings
+from .specs import SPECS, TASKS, HubFile, ModelSpec, get_spec, spec_from_config, specs_for_task
+from .weights import LoadedModel, WeightsSource, load_model, resolve_weights, save_model_folder
 
 __all__ = [
     "SPECS",
@@ -37,23 +30,24 @@ __all__ = [
     "BackendOutOfMemory",
     "BackendUnavailableError",
     "GanModelsError",
+    "HubFile",
     "ImageTooLargeError",
     "InvalidImageError",
     "LoadedModel",
     "ModelSpec",
     "OnnxBackend",
     "OnnxExportError",
+    "Settings",
     "TorchBackend",
     "Translator",
     "UnknownModelError",
     "WeightsError",
     "WeightsSource",
     "WeightsUnavailableError",
+    "build_translator",
     "default_backend",
     "get_spec",
-    "load_generator",
-    "load_generator_with_source",
-    "load_with_fallback",
+    "load_model",
     "resolve_weights",
     "save_model_folder",
     "spec_from_config",

@@ -22,9 +22,9 @@ from tqdm import tqdm
 from .backends import tune_malloc
 from .deploy import add_space_arguments
 from .errors import GanModelsError
+from .imaging import IMAGE_SUFFIXES
+from .settings import Settings
 from .specs import SPECS, TASKS
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def _parse_tile(text: str) -> int | str | None:
@@ -40,8 +40,12 @@ def _parse_tile(text: str) -> int | str | None:
     return value or None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    """The command line; `settings` (main passes Settings.from_env()) gives the defaults of --backend, --device
+    and the CPU tiling budget (args.tile_budget_mb)."""
+    settings = settings or Settings()
     parser = argparse.ArgumentParser(prog="python -m gan_models", description=__doc__.split("\n\n")[0])
+    parser.set_defaults(tile_budget_mb=settings.tile_budget_mb)
     sub = parser.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="list the models on offer")
@@ -53,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--out", type=Path, required=True, help="output folder (created if missing)")
     run.add_argument("--tile", type=_parse_tile, default="auto", help="tile size in input pixels, 0 = none, auto")
     run.add_argument("--outscale", type=float, default=None, help="final scale (default: the model's scale)")
-    run.add_argument("--backend", default="auto", help="auto | torch | onnx")
-    run.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    run.add_argument("--backend", default=settings.backend, help="auto | torch | onnx (default: GAN_STUDIO_BACKEND)")
+    run.add_argument("--device", default=settings.device, help="auto | cpu | cuda (default: GAN_STUDIO_DEVICE)")
     run.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     run.add_argument("--no-fallback", action="store_true", help="fail instead of using a bundled fallback model")
     run.add_argument("--suffix", default=None, help="added to output names (default: _MODEL)")
@@ -64,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=None, help="write sample grids / crops here")
     ev.add_argument("--reverse", default=None, help="style only: the reverse model, for cycle-consistency L1")
     ev.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    ev.add_argument("--backend", default="auto", help="auto | torch | onnx")
-    ev.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ev.add_argument("--backend", default=settings.backend, help="auto | torch | onnx (default: GAN_STUDIO_BACKEND)")
+    ev.add_argument("--device", default=settings.device, help="auto | cpu | cuda (default: GAN_STUDIO_DEVICE)")
     add_space_arguments(sub.add_parser("space", help="publish this checkout as a Hugging Face Space"))
     return parser
 
@@ -110,10 +114,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise GanModelsError("no input images found in " + ", ".join(map(str, args.inputs)))
 
     translator = translator_for(
-        args.model, backend=args.backend, device=args.device, threads=args.threads, allow_fallback=not args.no_fallback
+        args.model, backend=args.backend, device=args.device, threads=args.threads,
+        allow_fallback=not args.no_fallback, tile_budget_mb=args.tile_budget_mb,
     )
-    if translator.source is not None and translator.source.note:
-        print(f"note: {translator.source.note}", file=sys.stderr)
+    if translator.fallback_reason is not None:
+        print(f"note: {translator.fallback_reason}", file=sys.stderr)
     suffix = args.suffix if args.suffix is not None else f"_{translator.spec.id}"
     failures: list[tuple[Path, str]] = [(p, "no such file") for p in missing]
     notes: list[tuple[Path, str]] = []
@@ -158,10 +163,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .pipeline import translator_for
 
-    translator = translator_for(args.model, backend=args.backend, device=args.device, allow_fallback=False)
-    reverse = None
-    if args.reverse is not None:
-        reverse = translator_for(args.reverse, backend=args.backend, device=args.device, allow_fallback=False)
+    options = {"backend": args.backend, "device": args.device, "allow_fallback": False,
+               "tile_budget_mb": args.tile_budget_mb}
+    translator = translator_for(args.model, **options)
+    reverse = translator_for(args.reverse, **options) if args.reverse is not None else None
     report = evaluate(translator, args.data, reverse=reverse, out_dir=args.out, limit=args.limit)
     print(f"{report.model_id} ({report.task}) on {len(report.rows)} images from {args.data}:")
     print(report.to_markdown())
@@ -180,7 +185,12 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "eval": cmd_eval, "space": cmd_spa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except GanModelsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser(settings).parse_args(argv)
     tune_malloc()
     try:
         return COMMANDS[args.command](args)

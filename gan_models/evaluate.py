@@ -24,9 +24,8 @@ from PIL import Image
 
 from . import imaging
 from .errors import GanModelsError
+from .imaging import IMAGE_SUFFIXES
 from .pipeline import Translator
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass

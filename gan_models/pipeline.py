@@ -20,9 +20,10 @@ from PIL import Image
 from . import imaging
 from .backends import Backend, BackendOutOfMemory, TorchBackend, resolve_device
 from .errors import BackendUnavailableError, GanModelsError, OnnxExportError
+from .settings import Settings
 from .specs import ModelSpec, get_spec
 from .tiling import auto_tile, run_tiled
-from .weights import LoadedModel, WeightsSource, load_with_fallback
+from .weights import LoadedModel, WeightsSource, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ Progress = Callable[[int, int], None]
 TileArg = int | None | Literal["auto"]
 _MIN_TILE = 64
 _MIN_SIDE = 32
-# Working-memory budget for auto tiling on CPU; on CUDA the free device memory decides.
-_CPU_TILE_BUDGET = int(os.environ.get("GAN_MODELS_TILE_BUDGET_MB", "1536")) * 2**20
 
 
 class Translator:
@@ -41,12 +40,30 @@ class Translator:
         spec: what the model is (range, scale, size multiple, tiling advice).
         backend: runs the network on (N, C, H, W) float32 batches.
         source: where the weights came from (for info lines); None when unknown.
+        fallback_reason: why this model stands in for the one asked for (`LoadedModel.fallback_reason`); None
+            when it is the one asked for.
+        tile_budget_mb: working memory for automatic tiling on CPU (`Settings.tile_budget_mb`); on CUDA the free
+            device memory decides.
     """
 
-    def __init__(self, spec: ModelSpec, backend: Backend, *, source: WeightsSource | None = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        backend: Backend,
+        *,
+        source: WeightsSource | None = None,
+        fallback_reason: str | None = None,
+        tile_budget_mb: int = Settings.tile_budget_mb,
+    ) -> None:
         self.spec = spec
         self.backend = backend
         self.source = source
+        self.fallback_reason = fallback_reason
+        self.tile_budget_bytes = tile_budget_mb * 2**20
+
+    @property
+    def fell_back(self) -> bool:
+        return self.fallback_reason is not None
 
     def __call__(
         self,
@@ -129,7 +146,7 @@ class Translator:
         if tile == "auto":
             if self.spec.tile is None:
                 return None  # InstanceNorm nets: whole image, as trained
-            budget = _cuda_free_bytes() if self.backend.device == "cuda" else _CPU_TILE_BUDGET
+            budget = _cuda_free_bytes() if self.backend.device == "cuda" else self.tile_budget_bytes
             chosen = auto_tile(h, w, scale=self.spec.scale, budget_bytes=budget, multiple=m)
             if chosen is None:
                 return None
@@ -242,8 +259,35 @@ def translator_for(
     threads: int | None = None,
     allow_fallback: bool = True,
     precision: str | None = None,
+    tile_budget_mb: int = Settings.tile_budget_mb,
 ) -> Translator:
-    """Load a model and wrap it in a Translator: the one-call entry point for the CLI and the app.
+    """Load a model and wrap it in a Translator: the one-call entry point for the CLI, scripts and tests.
+
+    Parameters:
+        spec_or_id: a spec, an id of SPECS or a model folder (see `get_spec`).
+        allow_fallback: a Hub model that cannot be downloaded is replaced by its bundled fallback, and
+            `translator.fallback_reason` says so.
+        backend, device, threads, precision, tile_budget_mb: see `build_translator`.
+
+    Raises:
+        WeightsUnavailableError, WeightsError: see `load_model`; GanModelsError etc.: see `build_translator`.
+    """
+    _check_backend(backend)  # before loading: a typo should not cost a download
+    spec = get_spec(spec_or_id) if isinstance(spec_or_id, str) else spec_or_id
+    return build_translator(load_model(spec, allow_fallback=allow_fallback), backend=backend, device=device,
+                            threads=threads, precision=precision, tile_budget_mb=tile_budget_mb)
+
+
+def build_translator(
+    loaded: LoadedModel,
+    *,
+    backend: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+    precision: str | None = None,
+    tile_budget_mb: int = Settings.tile_budget_mb,
+) -> Translator:
+    """A Translator that runs a loaded model on the chosen backend.
 
     Parameters:
         backend: "auto" (the fastest that passes parity, see `default_backend`; falls back to torch, with a
@@ -251,23 +295,13 @@ def translator_for(
             are raised, not hidden).
         device: "auto", "cpu" or "cuda".
         threads: CPU threads for either backend (None: torch's setting).
-        allow_fallback: a Hub model that cannot be downloaded is replaced by its bundled fallback, and
-            `translator.source.note` says so.
         precision: ONNX only: None (fastest that passes), "fp32", "fp16" or "int8".
+        tile_budget_mb: working memory for automatic tiling on CPU.
 
     Raises:
         GanModelsError: unknown backend; BackendUnavailableError / OnnxExportError for backend="onnx".
     """
-    if backend not in BACKENDS:
-        raise GanModelsError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    spec = get_spec(spec_or_id) if isinstance(spec_or_id, str) else spec_or_id
-    if allow_fallback:
-        loaded = load_with_fallback(spec)
-    else:
-        from .weights import load_generator_with_source
-
-        module, source = load_generator_with_source(spec)
-        loaded = LoadedModel(spec=spec, module=module, source=source)
+    _check_backend(backend)
     name = default_backend(loaded.spec, device=device) if backend == "auto" else backend
     if precision is not None and name == "torch" and precision != "fp32":
         raise GanModelsError(f"precision {precision!r} is for the onnx backend; the torch backend runs fp32")
@@ -281,4 +315,10 @@ def translator_for(
             logger.warning("%s: ONNX backend unavailable, using torch: %s", loaded.spec.id, exc)
     if runner is None:
         runner = TorchBackend(loaded.module, device=resolve_device(device), threads=threads)
-    return Translator(loaded.spec, runner, source=loaded.source)
+    return Translator(loaded.spec, runner, source=loaded.source, fallback_reason=loaded.fallback_reason,
+                      tile_budget_mb=tile_budget_mb)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise GanModelsError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")

@@ -5,7 +5,7 @@ SPECS is a literal dict; `spec_from_config` turns a `train.py` output folder int
 
 Revisions: every Hub download goes through `revision=`, so pinning a model is a one-line change here. The commit
 shas could not be looked up while writing this file (the build machines reach no Hub and no model page; the public
-code search holds no commit history for these repos), so each spec reads "main" and says so. Pin a sha from the
+code search holds no commit history for these repos), so every Hub file reads "main" (`_UNPINNED`). Pin a sha from the
 repo's "Files and versions" history before deploying where reproducibility matters.
 """
 
@@ -26,6 +26,26 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 @dataclass(frozen=True)
+class HubFile:
+    """One file on the Hugging Face Hub.
+
+    Parameters:
+        repo_id: "owner/name".
+        filename: path of the file inside the repository.
+        revision: a commit sha (pinned) or a branch name.
+        repo_type: "model" or "space".
+    """
+
+    repo_id: str
+    filename: str
+    revision: str | None = None
+    repo_type: str = "model"
+
+    def __str__(self) -> str:
+        return f"{self.repo_type} {self.repo_id}/{self.filename}@{(self.revision or 'main')[:12]}"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything the rest of the code needs to know about one model.
 
@@ -34,7 +54,8 @@ class ModelSpec:
         title: short human name for menus.
         task: "style" (CycleGAN), "sketch2photo" (Pix2Pix) or "upscale" (SRGAN family).
         arch, arch_kwargs: key in `archs.ARCHS` and its constructor arguments.
-        repo_id, filename, revision, repo_type: the Hub file (revision pinned to a commit sha).
+        sources: the Hub files that hold the weights, tried in order (a publisher that moved its files keeps the
+            old location as a second source); `repo_id`, `filename`, `revision`, `repo_type` read the first.
         key_prefix: picks one network out of a file that holds several (e.g. "G_B.").
         value_range: range of the network's input and output pixels.
         scale: output size / input size.
@@ -54,10 +75,7 @@ class ModelSpec:
     task: Task
     arch: str
     arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    repo_id: str | None = None
-    filename: str | None = None
-    revision: str | None = None
-    repo_type: str = "model"
+    sources: tuple[HubFile, ...] = ()
     key_prefix: str | None = None
     value_range: tuple[float, float] = (-1.0, 1.0)
     scale: int = 1
@@ -77,240 +95,226 @@ class ModelSpec:
         if self.tile is not None and self.tile % self.size_multiple:
             raise GanModelsError(f"{self.id}: tile {self.tile} is not a multiple of {self.size_multiple}")
         object.__setattr__(self, "arch_kwargs", MappingProxyType(dict(self.arch_kwargs)))
+        object.__setattr__(self, "sources", tuple(self.sources))
 
     def __hash__(self) -> int:
         return hash(self.id)
 
     @property
     def is_bundled(self) -> bool:
-        return self.bundled is not None and self.repo_id is None
+        return self.bundled is not None and not self.sources
+
+    @property
+    def repo_id(self) -> str | None:
+        return self.sources[0].repo_id if self.sources else None
+
+    @property
+    def filename(self) -> str | None:
+        return self.sources[0].filename if self.sources else None
+
+    @property
+    def revision(self) -> str | None:
+        return self.sources[0].revision if self.sources else None
+
+    @property
+    def repo_type(self) -> str:
+        return self.sources[0].repo_type if self.sources else "model"
 
 
 # Official junyanz CycleGAN generators are served from http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/
 # (scripts/download_cyclegan_model.sh), not from the Hub; the specs point at Hub Spaces that mirror those files.
 _CYCLEGAN_9 = {"in_channels": 3, "out_channels": 3, "ngf": 64, "n_blocks": 9}
+_CYCLEGAN_CODE = "https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix"
 _UNPAIRED_SPACE = "davidpiscasio/unpaired-img2img"
-_UNPAIRED_REV = "main"  # not pinned: no sha could be looked up offline (see module docstring)
 _YANGUAN_SPACE = "Yanguan/CycleGAN"
-_YANGUAN_REV = "main"  # not pinned: no sha could be looked up offline (see module docstring)
+_RRDB_X4 = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4}
+_HUB = "https://huggingface.co/"
+_UNPINNED = "main"  # not pinned: no sha could be looked up offline (see module docstring)
 
 
-def _cyclegan(id: str, title: str, description: str, *, repo: str, rev: str, filename: str, **extra: Any) -> ModelSpec:
+def _hub(repo: str, filename: str, *, repo_type: str = "model") -> HubFile:
+    return HubFile(repo_id=repo, filename=filename, revision=_UNPINNED, repo_type=repo_type)
+
+
+def _space(repo: str, filename: str) -> HubFile:
+    return _hub(repo, filename, repo_type="space")
+
+
+def _page(hub: HubFile) -> str:
+    """The public page of a Hub file's repository."""
+    return _HUB + ("spaces/" if hub.repo_type == "space" else "") + hub.repo_id
+
+
+def _cyclegan(id: str, title: str, description: str, *, sources: tuple[HubFile, ...], **extra: Any) -> ModelSpec:
     return ModelSpec(
         id=id,
         title=title,
         task="style",
         arch="resnet_generator",
         arch_kwargs=_CYCLEGAN_9,
-        repo_id=repo,
-        filename=filename,
-        revision=rev,
-        repo_type=extra.pop("repo_type", "space"),
+        sources=sources,
         value_range=(-1.0, 1.0),
         size_multiple=4,
         tile=None,
         licence=extra.pop("licence", "BSD-2-Clause (junyanz/pytorch-CycleGAN-and-pix2pix)"),
         fallback="default-style",
         description=description,
+        source=extra.pop("source", f"{_page(sources[0])}; {_CYCLEGAN_CODE}"),
         **extra,
     )
 
+
+def _pix2pix(id: str, title: str, description: str, *, sources: tuple[HubFile, ...], **extra: Any) -> ModelSpec:
+    """A huggan community Pix2Pix generator (256x256 training canvas, MIT)."""
+    return ModelSpec(
+        id=id,
+        title=title,
+        task="sketch2photo",
+        arch="huggan_unet",
+        arch_kwargs={"in_channels": 3, "out_channels": 3},
+        sources=sources,
+        value_range=(-1.0, 1.0),
+        size_multiple=256,
+        input_size=256,
+        licence="MIT",
+        fallback="default-sketch",
+        description=description,
+        source=_page(sources[0]),
+        **extra,
+    )
+
+
+def _upscaler(
+    id: str, title: str, description: str, *, arch: str, arch_kwargs: Mapping[str, Any], sources: tuple[HubFile, ...],
+    tile: int, licence: str, source: str,
+) -> ModelSpec:
+    """An x4 upscaler on the Hub, RGB in [0, 1], falling back to the bundled compact model."""
+    return ModelSpec(
+        id=id,
+        title=title,
+        task="upscale",
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        sources=sources,
+        value_range=(0.0, 1.0),
+        scale=4,
+        size_multiple=1,
+        tile=tile,
+        tile_overlap=16,
+        licence=licence,
+        fallback="default-upscale-x4",
+        description=description,
+        source=source,
+    )
+
+
+def _bundled(id: str, title: str, description: str, *, task: Task, arch: str, arch_kwargs: Mapping[str, Any],
+             licence: str, **extra: Any) -> ModelSpec:
+    """A generator trained by this project, shipped in weights/<id>.safetensors and described in its manifest."""
+    return ModelSpec(id=id, title=title, task=task, arch=arch, arch_kwargs=arch_kwargs, licence=licence,
+                     bundled=WEIGHTS_DIR / f"{id}.safetensors", description=description,
+                     source="weights/MANIFEST.json", **extra)
+
+
+_SMALL_CYCLEGAN = {"in_channels": 3, "out_channels": 3, "ngf": 32, "n_blocks": 6}
+_PROJECT_PHOTOS = "MIT (weights trained by this project on benchmark photos)"
+_PROJECT_PAINTINGS = "MIT (weights trained by this project on public-domain paintings and benchmark photos)"
 
 SPECS: dict[str, ModelSpec] = {
     # --- Style transfer (CycleGAN) -----------------------------------------------------------------------------
     "style-monet": _cyclegan(
         "style-monet", "Photo → Monet", "Official CycleGAN photo→Monet generator (junyanz).",
-        repo=_UNPAIRED_SPACE, rev=_UNPAIRED_REV,
-        filename="checkpoints/style_monet_pretrained/latest_net_G.pth",
-        source="HUB_CHECKPOINTS.md; Space davidpiscasio/unpaired-img2img",
+        sources=(_space(_UNPAIRED_SPACE, "checkpoints/style_monet_pretrained/latest_net_G.pth"),),
     ),
     "style-vangogh": _cyclegan(
         "style-vangogh", "Photo → Van Gogh", "Official CycleGAN photo→Van Gogh generator (junyanz).",
-        repo=_UNPAIRED_SPACE, rev=_UNPAIRED_REV,
-        filename="checkpoints/style_vangogh_pretrained/latest_net_G.pth",
-        source="HUB_CHECKPOINTS.md; Space davidpiscasio/unpaired-img2img",
+        sources=(_space(_UNPAIRED_SPACE, "checkpoints/style_vangogh_pretrained/latest_net_G.pth"),),
     ),
     "style-cezanne": _cyclegan(
         "style-cezanne", "Photo → Cézanne", "Official CycleGAN photo→Cézanne generator (junyanz).",
-        repo=_YANGUAN_SPACE, rev=_YANGUAN_REV, filename="weights/detect/style_cezanne.pth",
-        source="HUB_CHECKPOINTS.md; Space Yanguan/CycleGAN",
+        sources=(_space(_YANGUAN_SPACE, "weights/detect/style_cezanne.pth"),),
     ),
     "style-ukiyoe": _cyclegan(
         "style-ukiyoe", "Photo → Ukiyo-e", "Official CycleGAN photo→Ukiyo-e generator (junyanz).",
-        repo=_YANGUAN_SPACE, rev=_YANGUAN_REV, filename="weights/detect/style_ukiyoe.pth",
-        source="HUB_CHECKPOINTS.md; Space Yanguan/CycleGAN",
+        sources=(_space(_YANGUAN_SPACE, "weights/detect/style_ukiyoe.pth"),),
     ),
     "horse2zebra": _cyclegan(
         "horse2zebra", "Horse → Zebra", "Official CycleGAN horse→zebra generator (junyanz).",
-        repo=_UNPAIRED_SPACE, rev=_UNPAIRED_REV,
-        filename="checkpoints/horse2zebra_pretrained/latest_net_G.pth",
-        source="HUB_CHECKPOINTS.md; Space davidpiscasio/unpaired-img2img",
+        sources=(_space(_UNPAIRED_SPACE, "checkpoints/horse2zebra_pretrained/latest_net_G.pth"),),
     ),
     "zebra2horse": _cyclegan(
         "zebra2horse", "Zebra → Horse", "Official CycleGAN zebra→horse generator (junyanz).",
-        repo=_UNPAIRED_SPACE, rev=_UNPAIRED_REV,
-        filename="checkpoints/zebra2horse_pretrained/latest_net_G.pth",
-        source="HUB_CHECKPOINTS.md; Space davidpiscasio/unpaired-img2img",
+        sources=(_space(_UNPAIRED_SPACE, "checkpoints/zebra2horse_pretrained/latest_net_G.pth"),),
     ),
     "horse2zebra-tmabraham": _cyclegan(
         "horse2zebra-tmabraham", "Horse → Zebra (tmabraham)",
         "CycleGAN horse→zebra trained by tmabraham; the file holds G_A, G_B, D_A, D_B: G_B is horse→zebra.",
-        repo="tmabraham/horse2zebra_cyclegan", rev="main", filename="pytorch_model.bin", repo_type="model",
+        sources=(_hub("tmabraham/horse2zebra_cyclegan", "pytorch_model.bin"),),
         key_prefix="G_B.", licence="unspecified by the publisher",
-        source="HUB_CHECKPOINTS.md; model tmabraham/horse2zebra_cyclegan",
+        # UPIT's CycleGAN docstring: "G_B takes real input A and generates fake input B"
+        source=f"{_HUB}tmabraham/horse2zebra_cyclegan; https://github.com/tmabraham/UPIT",
     ),
-    "default-style": ModelSpec(
-        id="default-style",
-        title="Photo → Painting (bundled)",
-        task="style",
-        arch="resnet_generator",
-        arch_kwargs={"in_channels": 3, "out_channels": 3, "ngf": 32, "n_blocks": 6},
-        value_range=(-1.0, 1.0),
-        size_multiple=4,
-        tile=None,
-        licence="MIT (weights trained by this project on public-domain paintings and benchmark photos)",
-        bundled=WEIGHTS_DIR / "default-style.safetensors",
-        description="Compact CycleGAN trained by this project with train.py; works offline.",
-        source="weights/MANIFEST.json",
+    "default-style": _bundled(
+        "default-style", "Photo → Painting (bundled)",
+        "Compact CycleGAN trained by this project with train.py; works offline.",
+        task="style", arch="resnet_generator", arch_kwargs=_SMALL_CYCLEGAN, licence=_PROJECT_PAINTINGS,
     ),
-    "default-style-reverse": ModelSpec(
-        id="default-style-reverse",
-        title="Painting → Photo (bundled)",
-        task="style",
-        arch="resnet_generator",
-        arch_kwargs={"in_channels": 3, "out_channels": 3, "ngf": 32, "n_blocks": 6},
-        value_range=(-1.0, 1.0),
-        size_multiple=4,
-        tile=None,
-        licence="MIT (weights trained by this project on public-domain paintings and benchmark photos)",
-        bundled=WEIGHTS_DIR / "default-style-reverse.safetensors",
-        description="The reverse generator of the same CycleGAN run as default-style (painting → photo).",
-        source="weights/MANIFEST.json",
+    "default-style-reverse": _bundled(
+        "default-style-reverse", "Painting → Photo (bundled)",
+        "The reverse generator of the same CycleGAN run as default-style (painting → photo).",
+        task="style", arch="resnet_generator", arch_kwargs=_SMALL_CYCLEGAN, licence=_PROJECT_PAINTINGS,
     ),
     # --- Sketch to photo (Pix2Pix) ------------------------------------------------------------------------------
-    "edges2shoes": ModelSpec(
-        id="edges2shoes",
-        title="Edges → Shoes",
-        task="sketch2photo",
-        arch="huggan_unet",
-        arch_kwargs={"in_channels": 3, "out_channels": 3},
-        repo_id="huggan/pix2pix-edge2shoes",
-        filename="pytorch_model.bin",
-        revision="main",  # not pinned: no sha could be looked up offline
-        value_range=(-1.0, 1.0),
-        size_multiple=256,
-        input_size=256,
-        licence="MIT",
-        fallback="default-sketch",
-        description="Pix2Pix edges→shoes (huggan community event, 100 epochs; used by the huggan/Sketch2Shoes Space).",
-        source="HUB_CHECKPOINTS.md; model huggan/pix2pix-edge2shoes",
+    "edges2shoes": _pix2pix(
+        "edges2shoes", "Edges → Shoes",
+        "Pix2Pix edges→shoes (huggan community event, 100 epochs; used by the huggan/Sketch2Shoes Space).",
+        sources=(_hub("huggan/pix2pix-edge2shoes", "pytorch_model.bin"),),
     ),
-    "facades": ModelSpec(
-        id="facades",
-        title="Labels → Facade",
-        task="sketch2photo",
-        arch="huggan_unet",
-        arch_kwargs={"in_channels": 3, "out_channels": 3},
-        repo_id="huggan/pix2pix-facades-demo",
-        filename="pytorch_model.bin",
-        revision="main",  # not pinned: no sha could be looked up offline
-        value_range=(-1.0, 1.0),
-        size_multiple=256,
-        input_size=256,
-        licence="MIT",
-        fallback="default-sketch",
-        description="Pix2Pix facade label map→photo (huggan demo, 5 epochs: weak, kept for the classic task).",
-        source="HUB_CHECKPOINTS.md; model huggan/pix2pix-facades-demo",
+    "facades": _pix2pix(
+        "facades", "Labels → Facade",
+        "Pix2Pix facade label map→photo (huggan demo, 5 epochs: weak, kept for the classic task).",
+        sources=(_hub("huggan/pix2pix-facades-demo", "pytorch_model.bin"),),
     ),
-    "default-sketch": ModelSpec(
-        id="default-sketch",
-        title="Edges → Photo (bundled)",
-        task="sketch2photo",
-        arch="unet_generator",
+    "default-sketch": _bundled(
+        "default-sketch", "Edges → Photo (bundled)",
+        "Compact Pix2Pix trained by this project on edges_from_photo maps of scene photos; works offline.",
+        task="sketch2photo", arch="unet_generator",
         arch_kwargs={"in_channels": 3, "out_channels": 3, "num_downs": 8, "ngf": 32, "norm": "instance"},
-        value_range=(-1.0, 1.0),
-        size_multiple=256,
-        input_size=256,
-        licence="MIT (weights trained by this project on benchmark photos)",
-        bundled=WEIGHTS_DIR / "default-sketch.safetensors",
-        description="Compact Pix2Pix trained by this project on edges_from_photo maps of scene photos; works offline.",
-        source="weights/MANIFEST.json",
+        licence=_PROJECT_PHOTOS, size_multiple=256, input_size=256,
     ),
     # --- Upscaling (SRGAN family) -------------------------------------------------------------------------------
-    "realesrgan-x4": ModelSpec(
-        id="realesrgan-x4",
-        title="Real-ESRGAN x4 (ai-forever)",
-        task="upscale",
-        arch="rrdbnet",
-        arch_kwargs={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4},
-        repo_id="ai-forever/Real-ESRGAN",
-        filename="RealESRGAN_x4.pth",
-        revision="main",  # not pinned: no sha could be looked up offline
-        value_range=(0.0, 1.0),
-        scale=4,
-        size_multiple=1,
-        tile=192,
-        tile_overlap=16,
-        licence="BSD-3-Clause",
-        fallback="default-upscale-x4",
-        description="ESRGAN-class RRDBNet x4 for real-world photos (used by many Spaces).",
-        source="HUB_CHECKPOINTS.md; model ai-forever/Real-ESRGAN",
+    "realesrgan-x4": _upscaler(
+        "realesrgan-x4", "Real-ESRGAN x4 (ai-forever)", "ESRGAN-class RRDBNet x4 for real-world photos (used by many "
+        "Spaces).",
+        arch="rrdbnet", arch_kwargs=_RRDB_X4, sources=(_hub("ai-forever/Real-ESRGAN", "RealESRGAN_x4.pth"),),
+        tile=192, licence="BSD-3-Clause",
+        source=f"{_HUB}ai-forever/Real-ESRGAN; https://github.com/ai-forever/Real-ESRGAN",
     ),
-    "realesrgan-x4plus": ModelSpec(
-        id="realesrgan-x4plus",
-        title="Real-ESRGAN x4plus (official)",
-        task="upscale",
-        arch="rrdbnet",
-        arch_kwargs={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4},
-        repo_id="LykosAI/Upscalers",
-        filename="RealESRGAN/RealESRGAN_x4plus.pth",
-        revision="main",  # not pinned: no sha could be looked up offline
-        value_range=(0.0, 1.0),
-        scale=4,
-        size_multiple=1,
-        tile=192,
-        tile_overlap=16,
-        licence="BSD-3-Clause (xinntao/Real-ESRGAN)",
-        fallback="default-upscale-x4",
-        description="Official RealESRGAN_x4plus (params_ema), mirrored by LykosAI/Upscalers.",
-        source="HUB_CHECKPOINTS.md; model LykosAI/Upscalers",
+    "realesrgan-x4plus": _upscaler(
+        "realesrgan-x4plus", "Real-ESRGAN x4plus (official)",
+        "Official RealESRGAN_x4plus (params_ema), mirrored by LykosAI/Upscalers.",
+        arch="rrdbnet", arch_kwargs=_RRDB_X4, sources=(_hub("LykosAI/Upscalers", "RealESRGAN/RealESRGAN_x4plus.pth"),),
+        tile=192, licence="BSD-3-Clause (xinntao/Real-ESRGAN)",
+        source=f"{_HUB}LykosAI/Upscalers; https://github.com/xinntao/Real-ESRGAN",
     ),
-    "srgan-x4": ModelSpec(
-        id="srgan-x4",
-        title="SRGAN x4 (ImageNet)",
-        task="upscale",
-        arch="srresnet",
-        arch_kwargs={"in_channels": 3, "out_channels": 3, "channels": 64, "num_rcb": 16, "upscale": 4},
-        repo_id="goodfellowliu/SRGAN-PyTorch",
-        filename="SRGAN_x4-SRGAN_ImageNet.pth.tar",
-        revision="main",  # not pinned: no sha could be looked up offline
-        value_range=(0.0, 1.0),
-        scale=4,
-        size_multiple=1,
-        tile=256,
-        tile_overlap=16,
-        licence="Apache-2.0",
-        fallback="default-upscale-x4",
-        description="The SRGAN paper's SRResNet generator, adversarially trained on ImageNet.",
-        source="HUB_CHECKPOINTS.md; model goodfellowliu/SRGAN-PyTorch",
+    "srgan-x4": _upscaler(
+        "srgan-x4", "SRGAN x4 (ImageNet)", "The SRGAN paper's SRResNet generator, adversarially trained on ImageNet.",
+        arch="srresnet", arch_kwargs={"in_channels": 3, "out_channels": 3, "channels": 64, "num_rcb": 16, "upscale": 4},
+        # The publisher's current code downloads the first; the second is its 2023-24 location. Both are training
+        # checkpoints (state_dict with _orig_mod. keys, ema_state_dict, optimizer, epoch): the loader takes state_dict.
+        sources=(_hub("ChangyuLiu/SRGAN-PyTorch", "SRGAN_x4-ImageNet.pth.tar"),
+                 _hub("goodfellowliu/SRGAN-PyTorch", "SRGAN_x4-SRGAN_ImageNet.pth.tar")),
+        tile=256, licence="Apache-2.0",
+        source=f"{_HUB}ChangyuLiu/SRGAN-PyTorch; https://github.com/Lornatang/SRGAN-PyTorch",
     ),
-    "default-upscale-x4": ModelSpec(
-        id="default-upscale-x4",
-        title="Compact x4 (bundled)",
-        task="upscale",
-        arch="srvgg_compact",
+    "default-upscale-x4": _bundled(
+        "default-upscale-x4", "Compact x4 (bundled)",
+        "Compact SRVGG-style x4 upscaler trained by this project with train.py; works offline.",
+        task="upscale", arch="srvgg_compact",
         arch_kwargs={
             "num_in_ch": 3, "num_out_ch": 3, "num_feat": 48, "num_conv": 16, "upscale": 4, "act_type": "prelu",
         },
-        value_range=(0.0, 1.0),
-        scale=4,
-        size_multiple=1,
-        tile=256,
-        tile_overlap=16,
-        licence="MIT (weights trained by this project on benchmark photos)",
-        bundled=WEIGHTS_DIR / "default-upscale-x4.safetensors",
-        description="Compact SRVGG-style x4 upscaler trained by this project with train.py; works offline.",
-        source="weights/MANIFEST.json",
+        licence=_PROJECT_PHOTOS, value_range=(0.0, 1.0), scale=4, size_multiple=1, tile=256, tile_overlap=16,
     ),
 }
 
@@ -355,7 +359,7 @@ def spec_from_config(path: str | Path) -> ModelSpec:
     weights = config_path.parent / "model.safetensors"
     if not weights.is_file():
         raise GanModelsError(f"{config_path.parent}: model.safetensors is missing")
-    known = {f.name for f in fields(ModelSpec)} - {"bundled", "repo_id", "filename", "revision", "repo_type"}
+    known = {f.name for f in fields(ModelSpec)} - {"bundled", "sources"}
     kwargs = {k: v for k, v in config.items() if k in known}
     if "value_range" in kwargs:
         kwargs["value_range"] = tuple(float(v) for v in kwargs["value_range"])

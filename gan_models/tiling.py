@@ -2,10 +2,9 @@
 
 Pure numpy around a callable `fn` (a backend): no model, device or framework knowledge here. The output canvas
 lives in host memory; only one tile at a time goes through `fn`, so working memory is bounded by the tile size,
-not the image size (USERS.md 1). Every call of `fn` sees the same (N, C, tile, tile) shape, which keeps ONNX
-sessions and cuDNN autotuning on one shape (USERS.md 6). Neighbouring tiles overlap; in the overlap each tile's
-outer margin (where the network saw padding instead of image) is dropped and the rest is cross-faded with a
-cosine ramp (USERS.md 2).
+not the image size. Every call of `fn` sees the same (N, C, tile, tile) shape, which keeps ONNX sessions and cuDNN
+autotuning on one shape. Neighbouring tiles overlap; in the overlap each tile's outer margin (where the network saw
+padding instead of image) is dropped and the rest is cross-faded with a cosine ramp, so no seams show.
 """
 
 from __future__ import annotations
@@ -19,22 +18,6 @@ import numpy as np
 # float32 at input resolution, plus the upsampling stages at scale² resolution. Deliberately generous.
 _BYTES_PER_PIXEL = 4 * 64 * 3
 _MIN_TILE = 64
-
-
-def pad_to_multiple(x: np.ndarray, multiple: int, mode: str = "reflect") -> tuple[np.ndarray, tuple[int, int]]:
-    """Pad (N, C, H, W) at the bottom and right so H and W are multiples of `multiple`.
-
-    Returns the padded array and (pad_h, pad_w); crop the result back with them (times the scale).
-    numpy's reflect handles pads larger than the image (a 1x1 input padded to 256 works).
-    """
-    if multiple <= 1:
-        return x, (0, 0)
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x, (0, 0)
-    padded = np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode=mode)
-    return np.ascontiguousarray(padded, dtype=x.dtype), (pad_h, pad_w)
 
 
 def auto_tile(h: int, w: int, *, scale: int, budget_bytes: int, multiple: int) -> int | None:

@@ -1,10 +1,11 @@
-"""Find, read and load generator weights safely.
+"""Find, read and load generator weights safely: `load_model` is the one loader.
 
 Resolution order for a spec (first hit wins):
-  1. the bundled file shipped in `weights/` (our own defaults),
-  2. the local Hugging Face cache at the pinned revision (no network),
-  3. `hf_hub_download` at the pinned revision (honours HF_HUB_OFFLINE, HF_HOME / HF_HUB_CACHE, HF_TOKEN).
-When 2 and 3 fail and the spec names a bundled `fallback` spec, `load_with_fallback` loads that instead and says so.
+  1. the bundled file shipped in `weights/` (our own defaults) or a local file,
+  2. the local Hugging Face cache, for each of the spec's Hub sources in turn (no network),
+  3. `hf_hub_download` of each source in turn at its revision (honours HF_HUB_OFFLINE, HF_HOME / HF_HUB_CACHE,
+     HF_TOKEN, HF_ENDPOINT, read through `settings`).
+When all of them fail and the spec names a bundled `fallback` spec, `load_model` loads that instead and says why.
 
 Files are read with safetensors when possible, else `torch.load(weights_only=True)`: never an arbitrary pickle.
 """
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,10 +27,11 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from .archs import build_arch
-from .errors import WeightsError, WeightsUnavailableError
+from . import settings
+from .archs import STATE_BUILT_ARCHS, build_arch
+from .errors import GanModelsError, WeightsError, WeightsUnavailableError, first_line
 from .files import atomic_write
-from .specs import SPECS, ModelSpec
+from .specs import SPECS, HubFile, ModelSpec
 
 Origin = Literal["bundled", "local", "hub-cache", "hub"]
 
@@ -42,98 +45,164 @@ _HUB_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where the weights of a loaded model came from, for the UI's info line.
+    """Where the weights of a loaded model came from, for info lines and export records.
 
     Parameters:
         path: the file that was read.
         origin: "bundled" (shipped in weights/), "local" (a user's folder), "hub-cache" or "hub" (downloaded now).
-        spec_id: the spec whose weights were loaded (differs from the requested one after a fallback).
-        note: a sentence for users, e.g. why a fallback was used.
+        spec_id: the spec whose weights were read (the fallback's id after a fallback).
+        hub: the Hub file it is (one of the spec's sources) for origins "hub-cache" and "hub", else None.
     """
 
     path: Path
     origin: Origin
     spec_id: str
-    note: str = ""
-
-    @property
-    def fell_back(self) -> bool:
-        return bool(self.note) and self.note.startswith("Hub unreachable")
+    hub: HubFile | None = None
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A generator ready to run, the spec that describes it and where its weights came from."""
+    """A generator ready to run (eval mode, fp32), what it is and where its weights came from.
+
+    Parameters:
+        spec: the model that runs (the bundled fallback's spec after a fallback).
+        module: the network with its weights loaded strictly.
+        source: the weights file that was read.
+        requested: the model that was asked for (`spec` unless it fell back).
+        fallback_reason: a sentence for users saying why `spec` stands in for `requested`; None without a fallback.
+    """
 
     spec: ModelSpec
     module: nn.Module
     source: WeightsSource
+    requested: ModelSpec
+    fallback_reason: str | None = None
+
+    @property
+    def fell_back(self) -> bool:
+        return self.fallback_reason is not None
 
 
-def _hub_cache_dir() -> Path:
-    """HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub, read at call time (not import time)."""
-    if cache := os.environ.get("HF_HUB_CACHE"):
-        return Path(cache)
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return Path(home) / "hub"
+def load_model(
+    spec: ModelSpec, *, allow_fallback: bool = True, specs: Mapping[str, ModelSpec] = SPECS
+) -> LoadedModel:
+    """Build `spec`'s network and load its weights strictly: the one loader of the library.
+
+    Parameters:
+        spec: the model to load.
+        allow_fallback: when the weights cannot be had (Hub unreachable, offline, nothing cached) and the spec names
+            a `fallback` in `specs`, load that instead and say why in `fallback_reason`. Files that exist but are
+            unusable (corrupt, unsafe, wrong architecture) never fall back: the fault is not the network's.
+        specs: where the fallback id is looked up (the app passes the models it offers).
+
+    Raises:
+        WeightsUnavailableError: the weights cannot be obtained and there is no fallback, it is disallowed, or it
+            failed too (the message then gives both reasons).
+        WeightsError: a weights file that cannot be used; the message names the file and the reason.
+    """
+    try:
+        return _load_exact(spec)
+    except WeightsUnavailableError as exc:
+        fallback = specs.get(spec.fallback) if allow_fallback and spec.fallback not in (None, spec.id) else None
+        if fallback is None:
+            raise
+        try:
+            loaded = _load_exact(fallback)
+        except GanModelsError as fallback_exc:
+            raise WeightsUnavailableError(f"{exc}; its fallback {fallback.id} failed too: {fallback_exc}") from exc
+        reason = f"Hub unreachable for {spec.id}; using the bundled {fallback.id} instead ({exc})"
+        return LoadedModel(spec=fallback, module=loaded.module, source=loaded.source, requested=spec,
+                           fallback_reason=reason)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+def _load_exact(spec: ModelSpec) -> LoadedModel:
+    source = resolve_weights(spec)
+    state = read_state_dict(source.path)
+    if spec.arch in STATE_BUILT_ARCHS:  # the checkpoint itself says how wide and deep the network is
+        model = STATE_BUILT_ARCHS[spec.arch](_unwrap(state, key_prefix=spec.key_prefix))
+    else:
+        model = build_generator(spec)
+    state = canonicalize_state_dict(state, model=model, key_prefix=spec.key_prefix)
+    load_state_dict_strict(model, state, source=f"{spec.id} ({source.path})")
+    return LoadedModel(spec=spec, module=model.float().eval(), source=source, requested=spec)
 
 
 def resolve_weights(spec: ModelSpec) -> WeightsSource:
     """Return the weights file of `spec` without loading it.
 
+    Every Hub source is looked up in the local cache first; only then is each downloaded in turn. A download stops
+    at the first source whose failure was not an answer from the Hub (offline, DNS, timeout): the others live on
+    the same Hub.
+
     Raises:
-        WeightsUnavailableError: nothing bundled, not in the cache, and the Hub cannot be reached (the message says
-            why and how to fix it).
+        WeightsUnavailableError: nothing bundled, not in the cache, and the Hub cannot be reached or has none of
+            the files (the message names every location and why it failed).
     """
     if spec.bundled is not None:
         if spec.bundled.is_file():
-            origin: Origin = "bundled" if spec.repo_id is None and _is_in_weights_dir(spec.bundled) else "local"
+            origin: Origin = "bundled" if not spec.sources and _is_in_weights_dir(spec.bundled) else "local"
             return WeightsSource(path=spec.bundled, origin=origin, spec_id=spec.id)
         raise WeightsUnavailableError(f"{spec.id}: weights file {spec.bundled} is missing")
-    if spec.repo_id is None or spec.filename is None:
+    if not spec.sources:
         raise WeightsUnavailableError(f"{spec.id}: the spec names neither a bundled file nor a Hub file")
 
     # Imported here so that `import gan_models` stays fast and works without the Hub client's optional deps.
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-    cache_dir = _hub_cache_dir()
-    cached = try_to_load_from_cache(
-        spec.repo_id, spec.filename, cache_dir=cache_dir, revision=spec.revision, repo_type=spec.repo_type
-    )
-    if isinstance(cached, str) and os.path.isfile(cached):
-        return WeightsSource(path=Path(cached), origin="hub-cache", spec_id=spec.id)
-    token = os.environ.get("HF_TOKEN") or None
-    endpoint = os.environ.get("HF_ENDPOINT") or None
-    try:
-        if not _offline():
-            # One HEAD request without retries first: hf_hub_download retries network errors with a 60 s timeout
-            # and back-off (minutes against a silent or unresolvable host). Past this probe the Hub has answered,
-            # and the download may take as long as the file needs.
-            get_hf_file_metadata(
-                hf_hub_url(spec.repo_id, spec.filename, repo_type=spec.repo_type, revision=spec.revision,
-                           endpoint=endpoint),
-                token=token, timeout=_HUB_TIMEOUT_S, endpoint=endpoint, retry_on_errors=False,
-            )
-        path = hf_hub_download(
-            spec.repo_id,
-            spec.filename,
-            repo_type=spec.repo_type,
-            revision=spec.revision,
-            cache_dir=cache_dir,
-            local_files_only=_offline(),
-            token=token,
-            etag_timeout=_HUB_TIMEOUT_S,
-            endpoint=endpoint,
+    cache_dir = settings.hub_cache_dir()
+    for hub in spec.sources:
+        cached = try_to_load_from_cache(
+            hub.repo_id, hub.filename, cache_dir=cache_dir, revision=hub.revision, repo_type=hub.repo_type
         )
-    except Exception as exc:  # noqa: BLE001 - every Hub/network failure means the same thing to the caller
-        where = f"{spec.repo_type} {spec.repo_id}/{spec.filename}@{(spec.revision or 'main')[:12]}"
-        reason = "offline mode (HF_HUB_OFFLINE=1)" if _offline() else f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise WeightsUnavailableError(f"{spec.id}: cannot get {where}: {reason}") from exc
-    return WeightsSource(path=Path(path), origin="hub", spec_id=spec.id)
+        if isinstance(cached, str) and os.path.isfile(cached):
+            return WeightsSource(path=Path(cached), origin="hub-cache", spec_id=spec.id, hub=hub)
+    if settings.hub_offline():
+        where = " nor ".join(str(hub) for hub in spec.sources)
+        raise WeightsUnavailableError(f"{spec.id}: cannot get {where}: offline mode (HF_HUB_OFFLINE=1)")
+    failures: list[str] = []
+    error: Exception | None = None
+    for i, hub in enumerate(spec.sources):
+        try:
+            return WeightsSource(path=_download(hub, cache_dir), origin="hub", spec_id=spec.id, hub=hub)
+        except Exception as exc:  # noqa: BLE001 - every Hub/network failure means the same thing to the caller
+            error = exc
+            failures.append(f"{hub}: {type(exc).__name__}: {first_line(exc)}")
+            if not _hub_answered(exc):
+                if untried := spec.sources[i + 1 :]:
+                    failures.append(" nor ".join(map(str, untried)) + ": not tried (the Hub did not answer)")
+                break
+    raise WeightsUnavailableError(f"{spec.id}: cannot get " + "; nor ".join(failures)) from error
+
+
+def _download(hub: HubFile, cache_dir: Path) -> Path:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    token, endpoint = settings.hub_token(), settings.hub_endpoint()
+    # One HEAD request without retries first: hf_hub_download retries network errors with a 60 s timeout and
+    # back-off (minutes against a silent or unresolvable host). Past this probe the Hub has answered, and the
+    # download may take as long as the file needs.
+    get_hf_file_metadata(
+        hf_hub_url(hub.repo_id, hub.filename, repo_type=hub.repo_type, revision=hub.revision, endpoint=endpoint),
+        token=token, timeout=_HUB_TIMEOUT_S, endpoint=endpoint, retry_on_errors=False,
+    )
+    path = hf_hub_download(
+        hub.repo_id,
+        hub.filename,
+        repo_type=hub.repo_type,
+        revision=hub.revision,
+        cache_dir=cache_dir,
+        token=token,
+        etag_timeout=_HUB_TIMEOUT_S,
+        endpoint=endpoint,
+    )
+    return Path(path)
+
+
+def _hub_answered(exc: BaseException) -> bool:
+    """The Hub replied (no such repo or file, gated, ...), so another source on it may still work."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return isinstance(exc, HfHubHTTPError)
 
 
 def _is_in_weights_dir(path: Path) -> bool:
@@ -179,7 +248,7 @@ def read_state_dict(path: str | Path) -> dict[str, object]:
             raise WeightsError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})") from exc
         # Anything else the safe unpickler stops at: random bytes, a text file, pickle opcodes it does not accept.
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n", text)
-        reason = detail.group(1) if detail else f"{type(exc).__name__}: {text.splitlines()[0][:120] if text else ''}"
+        reason = detail.group(1) if detail else f"{type(exc).__name__}: {first_line(exc, limit=120)}"
         raise WeightsError(f"{path}: refused: not a plain tensor checkpoint, corrupt or of an unsupported kind "
                            f"({reason}); use safetensors or a torch.save'd dict of tensors") from exc
     if not isinstance(obj, dict):
@@ -205,6 +274,22 @@ def canonicalize_state_dict(
     - drops InstanceNorm running statistics that old CycleGAN files carry but the network has no buffer for,
     - adds or removes a leading `model.` when that alone makes the key sets match.
     """
+    cleaned = _unwrap(state, key_prefix=key_prefix)
+    expected = model.state_dict().keys()
+    cleaned = {
+        k: v for k, v in cleaned.items() if k in expected or not k.endswith(_NORM_STAT_SUFFIXES)
+    }
+    if set(cleaned) != set(expected):
+        with_model = {f"model.{k}": v for k, v in cleaned.items()}
+        without_model = {k.removeprefix("model."): v for k, v in cleaned.items()}
+        for candidate in (with_model, without_model):
+            if set(candidate) == set(expected):
+                return candidate
+    return cleaned
+
+
+def _unwrap(state: dict[str, object], *, key_prefix: str | None) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors without wrappers, `key_prefix` selection, `module.` or `_orig_mod.` prefixes."""
     for wrapper in _WRAPPER_KEYS:
         inner = state.get(wrapper)
         if isinstance(inner, dict) and inner:
@@ -222,17 +307,6 @@ def canonicalize_state_dict(
                 if key.startswith(prefix):
                     key, changed = key[len(prefix) :], True
         cleaned[key] = value
-
-    expected = model.state_dict().keys()
-    cleaned = {
-        k: v for k, v in cleaned.items() if k in expected or not k.endswith(_NORM_STAT_SUFFIXES)
-    }
-    if set(cleaned) != set(expected):
-        with_model = {f"model.{k}": v for k, v in cleaned.items()}
-        without_model = {k.removeprefix("model."): v for k, v in cleaned.items()}
-        for candidate in (with_model, without_model):
-            if set(candidate) == set(expected):
-                return candidate
     return cleaned
 
 
@@ -262,38 +336,6 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], *, 
 def build_generator(spec: ModelSpec) -> nn.Module:
     """The spec's network with freshly initialised weights (used by training and tests)."""
     return build_arch(spec.arch, **dict(spec.arch_kwargs))
-
-
-def load_generator_with_source(spec: ModelSpec) -> tuple[nn.Module, WeightsSource]:
-    """Build `spec`'s network, load its weights strictly, return it in eval mode (fp32) with their source."""
-    source = resolve_weights(spec)
-    model = build_generator(spec)
-    state = canonicalize_state_dict(read_state_dict(source.path), model=model, key_prefix=spec.key_prefix)
-    load_state_dict_strict(model, state, source=f"{spec.id} ({source.path})")
-    return model.float().eval(), source
-
-
-def load_generator(spec: ModelSpec) -> nn.Module:
-    """Build `spec`'s network, load its weights strictly and return it in eval mode, fp32."""
-    return load_generator_with_source(spec)[0]
-
-
-def load_with_fallback(spec: ModelSpec) -> LoadedModel:
-    """Load `spec`; if its Hub file cannot be had and it names a bundled fallback, load that and say so."""
-    try:
-        module, source = load_generator_with_source(spec)
-        return LoadedModel(spec=spec, module=module, source=source)
-    except WeightsUnavailableError as exc:
-        if spec.fallback is None:
-            raise
-        fallback = SPECS[spec.fallback]
-        module, source = load_generator_with_source(fallback)
-        note = f"Hub unreachable for {spec.id}; using the bundled {fallback.id} instead ({exc})"
-        return LoadedModel(
-            spec=fallback,
-            module=module,
-            source=WeightsSource(path=source.path, origin=source.origin, spec_id=fallback.id, note=note),
-        )
 
 
 def save_model_folder(

@@ -18,7 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_models.specs import ModelSpec, spec_from_config
+from gan_models.settings import Settings
+from gan_models.specs import HubFile, ModelSpec, spec_from_config
 from gan_models.weights import build_generator, save_model_folder
 
 # Tests build many throw-away tiny models: plain PyTorch, unless a test asks for ONNX (tests/test_export.py unsets
@@ -69,8 +70,9 @@ def tiny_specs(tmp_path_factory) -> dict[str, ModelSpec]:
     return {task: make_tiny_model(root / task, task) for task in TINY_FIELDS}
 
 
-def hub_cache_path(cache: Path, spec: ModelSpec) -> Path:
-    """Where huggingface_hub keeps `spec`'s file in `cache`; writes refs/main when the revision is a branch."""
+def hub_cache_path(cache: Path, spec: ModelSpec | HubFile) -> Path:
+    """Where huggingface_hub keeps the file of `spec` (its first source) or of one HubFile in `cache`; writes
+    refs/main when the revision is a branch."""
     folder = cache / f"{spec.repo_type}s--{spec.repo_id.replace('/', '--')}"
     revision = spec.revision or "main"
     sha = revision
@@ -120,11 +122,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def app_settings(**changes) -> Settings:
+    """The app's settings for a test: plain PyTorch (tiny throw-away models are not worth an ONNX export each)."""
+    return Settings(**{"backend": "torch", **changes})
+
+
 @contextlib.contextmanager
-def serve(specs: Mapping[str, ModelSpec], config, hf_home: Path) -> Iterator[str]:
+def serve(specs: Mapping[str, ModelSpec], config: Settings, hf_home: Path) -> Iterator[str]:
     """Run the app (in this process) on a free loopback port with the Hub offline; yields its URL.
 
-    `config` is an app.AppConfig; app is imported here so that library-only test runs do not import Gradio.
+    app is imported here so that library-only test runs do not import Gradio.
     """
     from app import build_demo, launch_options
 
@@ -151,4 +158,3 @@ def skip_without_shared_data() -> Path:
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
-    os.environ.setdefault("GAN_MODELS_TILE_BUDGET_MB", "1536")

@@ -18,10 +18,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app import EMPTY_CANVAS_MESSAGE, AppConfig, Studio, app_specs, build_demo
-from gan_models import SPECS, GanModelsError, ModelSpec
+from app import EMPTY_CANVAS_MESSAGE, Studio, TranslatorCache, app_specs, build_demo
+from gan_models import SPECS, GanModelsError, HubFile, ModelSpec, Settings, WeightsUnavailableError
 
-from .conftest import make_tiny_model, rgb_image, serve
+from .conftest import app_settings, make_tiny_model, rgb_image, serve
 
 PUBLIC_ENDPOINTS = {"/style_transfer", "/sketch_to_photo", "/upscale", "/models"}
 MAX_UPSCALE_PIXELS = 120_000
@@ -35,7 +35,8 @@ def build_app_models(root: Path) -> dict[str, ModelSpec]:
     broken_file = root / "broken" / "model.safetensors"
     broken_file.parent.mkdir(parents=True, exist_ok=True)
     broken_file.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + bytes(64))
-    hub = {"repo_id": "nobody/not-a-real-repo", "filename": "model.bin", "revision": "main", "bundled": None}
+    hub = {"sources": (HubFile(repo_id="nobody/not-a-real-repo", filename="model.bin", revision="main"),),
+           "bundled": None}
     specs = [
         style,
         dataclasses.replace(style, id="hub-style", title="Hub style (falls back)", fallback=style.id, **hub),
@@ -73,7 +74,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[Client]:
     root = tmp_path_factory.mktemp("app_server")
-    config = AppConfig(concurrency=2, max_upscale_pixels=MAX_UPSCALE_PIXELS, max_style_side=64,
+    config = app_settings(concurrency=2, max_upscale_pixels=MAX_UPSCALE_PIXELS, max_style_side=64,
                        max_file_size="1mb", retry_after_s=600)
     with serve(build_app_models(root / "models"), config, root / "hf") as url:
         yield Client(url, verbose=False, download_files=str(root / "downloads"))
@@ -209,19 +210,43 @@ def test_concurrent_requests_all_finish(client, files):
 
 
 def test_config_reads_the_environment():
-    config = AppConfig.from_env({"GAN_STUDIO_CONCURRENCY": "3", "GAN_STUDIO_DEVICE": "cpu",
+    config = Settings.from_env({"GAN_STUDIO_CONCURRENCY": "3", "GAN_STUDIO_DEVICE": "cpu",
                                  "GRADIO_MCP_SERVER": "true", "GAN_STUDIO_MAX_FILE_SIZE": "10mb"})
     assert (config.concurrency, config.device, config.mcp, config.max_file_size) == (3, "cpu", True, "10mb")
-    assert dataclasses.replace(AppConfig.from_env({}), threads=0) == AppConfig()
-    assert AppConfig.from_env({"GAN_STUDIO_THREADS": "3"}).threads == 3
+    assert dataclasses.replace(Settings.from_env({}), threads=0) == Settings()
+    assert Settings.from_env({"GAN_STUDIO_THREADS": "3"}).threads == 3
+
+
+@pytest.mark.parametrize("first", ["hub-style", "tiny-style"])
+def test_cache_shares_one_fallback_model_and_remembers_failures(tmp_path, offline_hub, monkeypatch, first):
+    import app
+
+    calls: list[str] = []
+    real_load = app.load_model
+    monkeypatch.setattr(app, "load_model", lambda spec, **kw: (calls.append(spec.id), real_load(spec, **kw))[1])
+    cache = TranslatorCache(build_app_models(tmp_path), settings=app_settings(retry_after_s=600))
+    cache.get(first)
+    hub, own = cache.get("hub-style"), cache.get("tiny-style")
+    assert hub.backend is own.backend  # one copy of the fallback model serves both
+    assert hub.spec.id == own.spec.id == "tiny-style" and own.fallback_reason is None
+    assert hub.fell_back and "Hub unreachable for hub-style" in hub.fallback_reason
+    assert cache.status("hub-style") == (True, f"fallback: {hub.fallback_reason}")
+
+    with pytest.raises(WeightsUnavailableError, match="hub-upscale") as info:
+        cache.get("hub-upscale")
+    with pytest.raises(WeightsUnavailableError) as again:
+        cache.get("hub-upscale")
+    assert again.value is info.value  # remembered for retry_after_s: no second attempt
+    # Loading hub-style first also made tiny-style's entry, from the model its fallback had just loaded.
+    assert sorted(calls) == ["hub-style", "hub-upscale"] + (["tiny-style"] if first == "tiny-style" else [])
 
 
 def test_building_the_app_loads_no_model(monkeypatch, tmp_path):
     import app
 
     calls: list[object] = []
-    monkeypatch.setattr(app, "translator_for", lambda *args, **kwargs: calls.append(args))
-    build_demo(specs=build_app_models(tmp_path), config=AppConfig())
+    monkeypatch.setattr(app, "load_model", lambda *args, **kwargs: calls.append(args))
+    build_demo(specs=build_app_models(tmp_path), config=app_settings())
     assert calls == []
 
 
@@ -242,9 +267,9 @@ def test_weights_flag_adds_local_models_to_their_tab(tmp_path):
 
 
 def test_info_line_names_a_reduced_precision(tmp_path):
-    studio = Studio(specs=build_app_models(tmp_path), config=AppConfig())
+    studio = Studio(specs=build_app_models(tmp_path), config=app_settings())
     spec = studio.specs["tiny-style"]
     for precision, shown in (("fp32", "· onnxruntime on cpu ·"), ("int8", "· onnxruntime int8 on cpu ·")):
-        translator = SimpleNamespace(spec=spec, source=None,
+        translator = SimpleNamespace(spec=spec, source=None, fallback_reason=None,
                                      backend=SimpleNamespace(name="onnxruntime", device="cpu", precision=precision))
         assert shown in studio._info(spec.id, translator, 0.5, Image.new("RGB", (8, 8)))

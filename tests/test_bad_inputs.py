@@ -21,13 +21,13 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app import EMPTY_CANVAS_MESSAGE, AppConfig
+from app import EMPTY_CANVAS_MESSAGE
 from gan_models import GanModelsError, Translator, imaging
 from gan_models.backends import TorchBackend
 from gan_models.cli import main as cli_main
-from gan_models.weights import load_generator
+from gan_models.weights import load_model
 
-from .conftest import rgb_image, serve
+from .conftest import app_settings, rgb_image, serve
 
 MAX_STYLE_SIDE = 64  # the test server's cap on "original" style output
 SKETCH_SIZE = 64  # the tiny sketch model's training size (input_size)
@@ -175,7 +175,7 @@ def _one_line(message: str, pattern: str) -> None:
 
 @pytest.fixture(scope="module")
 def translators(tiny_specs) -> dict[str, Translator]:
-    return {task: Translator(spec, TorchBackend(load_generator(spec), device="cpu"))
+    return {task: Translator(spec, TorchBackend(load_model(spec, allow_fallback=False).module, device="cpu"))
             for task, spec in tiny_specs.items()}
 
 
@@ -232,7 +232,7 @@ def test_cli(tiny_specs, inputs, tmp_path, capsys, name):
 @pytest.fixture(scope="module")
 def client(tiny_specs, tmp_path_factory) -> Iterator[Client]:
     root = tmp_path_factory.mktemp("bad_inputs_app")
-    config = AppConfig(concurrency=2, max_style_side=MAX_STYLE_SIDE, max_file_size=MAX_FILE_SIZE, retry_after_s=600)
+    config = app_settings(concurrency=2, max_style_side=MAX_STYLE_SIDE, max_file_size=MAX_FILE_SIZE, retry_after_s=600)
     with serve({spec.id: spec for spec in tiny_specs.values()}, config, root / "hf") as url:
         yield Client(url, verbose=False, download_files=str(root / "downloads"))
 

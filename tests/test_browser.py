@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app import AppConfig
+from gan_models.errors import first_line
 
+from .conftest import app_settings
 from .test_app import build_app_models, serve
 
 pytestmark = pytest.mark.browser
@@ -35,7 +36,7 @@ def browser() -> Iterator[object]:
         try:
             instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         except Exception as exc:  # noqa: BLE001 - a browser that cannot start is the skip case, whatever the cause
-            pytest.skip(f"Chromium at {CHROMIUM} does not start: {str(exc).splitlines()[0]}")
+            pytest.skip(f"Chromium at {CHROMIUM} does not start: {first_line(exc)}")
         yield instance
         instance.close()
 
@@ -43,7 +44,7 @@ def browser() -> Iterator[object]:
 @pytest.fixture(scope="module")
 def url(tmp_path_factory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("browser_server")
-    with serve(build_app_models(root / "models"), AppConfig(concurrency=2), root / "hf") as address:
+    with serve(build_app_models(root / "models"), app_settings(concurrency=2), root / "hf") as address:
         yield address
 
 

@@ -66,3 +66,39 @@ def test_bad_tile_argument(tile, tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "tile" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_takes_its_defaults_from_the_environment(tiny_specs, tmp_path, monkeypatch, capsys):
+    from gan_models import pipeline
+
+    seen: dict = {}
+    real = pipeline.translator_for
+
+    def spy(model, **options):
+        seen.update(options)
+        return real(model, **options)
+
+    monkeypatch.setattr(pipeline, "translator_for", spy)
+    monkeypatch.setenv("GAN_STUDIO_TILE_BUDGET_MB", "64")
+    monkeypatch.setenv("GAN_STUDIO_DEVICE", "cpu")
+    rgb_image().save(tmp_path / "x.png")
+    assert main(["run", str(tiny_specs["upscale"].bundled.parent), str(tmp_path / "x.png"), "-o",
+                 str(tmp_path / "o")]) == 0
+    assert (seen["tile_budget_mb"], seen["device"]) == (64, "cpu")
+    capsys.readouterr()
+
+    monkeypatch.setenv("GAN_STUDIO_CONCURRENCY", "lots")
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: GAN_STUDIO_CONCURRENCY='lots'") and "\n" not in err
+
+
+def test_run_offline_hub_model_says_it_fell_back(offline_hub, tmp_path, capsys):
+    rgb_image(20, 16).save(tmp_path / "x.png")
+    code = main(["run", "realesrgan-x4", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "note: Hub unreachable for realesrgan-x4; using the bundled default-upscale-x4" in err
+    assert Image.open(tmp_path / "o" / "x_default-upscale-x4.png").size == (80, 64)
+    assert main(["run", "realesrgan-x4", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), "--no-fallback"]) == 2
+    assert "offline mode" in capsys.readouterr().err

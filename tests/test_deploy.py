@@ -16,17 +16,17 @@ from gan_models import SPECS, deploy
 from gan_models.cli import main as cli_main
 from gan_models.errors import GanModelsError
 from gan_models.settings import Settings, hub_cache_dir
-from gan_models.specs import ModelSpec
+from gan_models.specs import HubFile, ModelSpec
 
 from .conftest import REPO
 
 GRADIO = "6.31.0"
 SPECS_FOR_CHECKOUT = {
-    "hub-model": ModelSpec(id="hub-model", title="Hub", task="upscale", arch="srvgg_compact", repo_id="owner/model",
-                           filename="m.pth", repo_type="model", scale=4),
+    "hub-model": ModelSpec(id="hub-model", title="Hub", task="upscale", arch="srvgg_compact",
+                           sources=(HubFile(repo_id="owner/model", filename="m.pth"),), scale=4),
     # a checkpoint hosted in a Space cannot be listed under models:
     "space-model": ModelSpec(id="space-model", title="Space", task="style", arch="resnet_generator",
-                             repo_id="owner/a-space", filename="g.pth", repo_type="space"),
+                             sources=(HubFile(repo_id="owner/a-space", filename="g.pth", repo_type="space"),)),
 }
 FRONT_MATTER = {
     "title": "GAN Image Studio", "emoji": "🎨", "colorFrom": "indigo", "colorTo": "pink", "sdk": "gradio",

@@ -22,7 +22,7 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from gan_models import SPECS, ModelSpec, load_generator, load_with_fallback, spec_from_config
+from gan_models import SPECS, ModelSpec, load_model, spec_from_config
 from gan_models import weights as weights_module
 from gan_models.archs import build_arch
 from gan_models.errors import WeightsError, WeightsUnavailableError
@@ -48,10 +48,10 @@ def _pointing_at(spec: ModelSpec, path: Path) -> ModelSpec:
 
 
 def _assert_refused(spec: ModelSpec, match: str) -> WeightsError:
-    """load_generator(spec) raises WeightsError naming the file; the file itself is left as it was."""
+    """load_model(spec) raises WeightsError naming the file; the file itself is left as it was."""
     before = spec.bundled.read_bytes()
     with pytest.raises(WeightsError, match=match) as info:
-        load_generator(spec)
+        load_model(spec, allow_fallback=False)
     assert str(spec.bundled) in str(info.value)
     assert spec.bundled.read_bytes() == before
     return info.value
@@ -59,7 +59,7 @@ def _assert_refused(spec: ModelSpec, match: str) -> WeightsError:
 
 def _assert_still_works(spec: ModelSpec) -> None:
     """After a refused file, other models still load and run (no state poisoned by the failure)."""
-    model = load_generator(spec)
+    model = load_model(spec, allow_fallback=False).module
     with torch.inference_mode():
         assert model(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
@@ -117,7 +117,7 @@ def test_garbage_pth_is_called_corrupt_not_malicious(tiny_up, tmp_path):
     bad = tmp_path / "garbage.pth"
     bad.write_bytes(random.Random(1).randbytes(4096))
     with pytest.raises(WeightsError) as info:
-        load_generator(_pointing_at(tiny_up, bad))
+        load_model(_pointing_at(tiny_up, bad), allow_fallback=False)
     message = str(info.value)
     assert str(bad) in message
     assert "code execution" not in message and "pickled objects" not in message, message
@@ -134,7 +134,7 @@ def test_empty_file_is_refused(tiny_up, tmp_path, suffix):
 def test_missing_local_file_is_unavailable_not_a_crash(tiny_up, tmp_path):
     gone = tmp_path / "gone.safetensors"
     with pytest.raises(WeightsUnavailableError, match="missing") as info:
-        load_generator(_pointing_at(tiny_up, gone))
+        load_model(_pointing_at(tiny_up, gone), allow_fallback=False)
     assert str(gone) in str(info.value)
 
 
@@ -146,7 +146,7 @@ def test_corrupt_file_in_the_hub_cache_is_refused_not_replaced(offline_hub, tmp_
     data = _torch_bytes(build_generator(spec).state_dict())
     target.write_bytes(data[: len(data) // 3])
     with pytest.raises(WeightsError) as info:
-        load_with_fallback(spec)
+        load_model(spec)
     assert str(info.value).startswith(f"{target}: ")
     assert not isinstance(info.value, WeightsUnavailableError)
 
@@ -199,7 +199,7 @@ def test_plain_tensor_pth_loads(tiny_up, tmp_path):
     reference = build_generator(tiny_up)
     good = tmp_path / "plain.pth"
     good.write_bytes(_torch_bytes({f"module.{k}": v for k, v in reference.state_dict().items()}))
-    model = load_generator(_pointing_at(tiny_up, good))
+    model = load_model(_pointing_at(tiny_up, good), allow_fallback=False).module
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
 
@@ -227,14 +227,14 @@ def test_wrong_architecture_is_refused_with_the_keys(tmp_path, foreign, labels):
 
     spec = spec_from_config(tmp_path / "model")  # the public path for a train.py folder
     with pytest.raises(WeightsError, match="does not match SRVGGNetCompact") as info:
-        load_generator(spec)
+        load_model(spec, allow_fallback=False)
     message = str(info.value)
     assert spec.id in message and str(spec.bundled) in message
     for label in labels:
         assert label in message, message
     # The same fault must not be blamed on the Hub: no fallback stands in for a local file of the wrong shape.
     with pytest.raises(WeightsError):
-        load_with_fallback(spec)
+        load_model(spec)
 
 
 def test_mismatch_leaves_the_network_untouched(tiny_up):
@@ -326,7 +326,7 @@ def test_dns_failure_falls_back_to_bundled_promptly(hub_at, tmp_path, monkeypatc
                                                                 "model.safetensors"))
 
     # One Hub attempt serves both checks (each costs the client's retry back-off): record what resolve_weights
-    # raised inside load_with_fallback.
+    # raised inside load_model.
     raised: list[BaseException] = []
     real_resolve = weights_module.resolve_weights
 
@@ -338,7 +338,7 @@ def test_dns_failure_falls_back_to_bundled_promptly(hub_at, tmp_path, monkeypatc
             raise
 
     monkeypatch.setattr(weights_module, "resolve_weights", recording_resolve)
-    outcome = _call_with_deadline(lambda: load_with_fallback(spec), 30)
+    outcome = _call_with_deadline(lambda: load_model(spec), 30)
 
     assert outcome.error is None, repr(outcome.error)
     assert outcome.elapsed < 30
@@ -352,7 +352,7 @@ def test_dns_failure_falls_back_to_bundled_promptly(hub_at, tmp_path, monkeypatc
 
     loaded = outcome.value
     assert loaded.spec.id == fallback.id and loaded.source.spec_id == fallback.id
-    assert loaded.source.fell_back and spec.id in loaded.source.note and fallback.id in loaded.source.note
+    assert loaded.fell_back and spec.id in loaded.fallback_reason and fallback.id in loaded.fallback_reason
     assert not loaded.module.training
 
 
@@ -420,3 +420,63 @@ def test_pickle_calling_os_system_is_refused(tmp_path, protocol):
     assert str(info.value).startswith(f"{bad}: ")
     if protocol == 2:  # the safe unpickler names the callable it blocked
         assert "system; possible code execution" in str(info.value)
+
+
+# --- Several Hub sources ------------------------------------------------------------------------------------------
+
+
+def _http_error(status: int, message: str) -> Exception:
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    response = httpx.Response(status, request=httpx.Request("HEAD", "https://huggingface.co/x"))
+    return HfHubHTTPError(message, response=response)
+
+
+def test_second_source_is_downloaded_when_the_hub_has_not_the_first(hub_at, tmp_path, monkeypatch):
+    hub_at("http://127.0.0.1:9")  # never contacted: _download is replaced below
+    spec = SPECS["srgan-x4"]
+    first, second = spec.sources
+    tried: list[str] = []
+
+    def download(hub, cache_dir):
+        tried.append(hub.repo_id)
+        if hub == first:
+            raise _http_error(404, "404 Client Error: Entry Not Found for url: https://huggingface.co/x\nmore")
+        return tmp_path / "weights.pth"
+
+    monkeypatch.setattr(weights_module, "_download", download)
+    source = resolve_weights(spec)
+    assert tried == [first.repo_id, second.repo_id]
+    assert (source.origin, source.hub, source.path) == ("hub", second, tmp_path / "weights.pth")
+
+
+def test_sources_after_a_network_failure_are_not_tried(hub_at, monkeypatch):
+    hub_at("http://127.0.0.1:9")
+    spec = SPECS["srgan-x4"]
+    first, second = spec.sources
+    tried: list[str] = []
+
+    def download(hub, cache_dir):
+        tried.append(hub.repo_id)
+        raise ConnectionError("connection refused\ntraceback lines")
+
+    monkeypatch.setattr(weights_module, "_download", download)
+    with pytest.raises(WeightsUnavailableError) as info:
+        resolve_weights(spec)
+    assert tried == [first.repo_id]  # the other source lives on the same unanswering Hub
+    message = str(info.value)
+    assert message.startswith("srgan-x4: cannot get ") and "traceback" not in message
+    assert f"{first.repo_id}/{first.filename}@main: ConnectionError: connection refused" in message
+    assert f"{second.repo_id}/{second.filename}@main: not tried" in message
+
+
+def test_failed_fallback_is_reported_with_the_hub_failure(offline_hub, monkeypatch, tmp_path):
+    spec = SPECS["style-monet"]
+    missing = tmp_path / "gone.safetensors"
+    monkeypatch.setitem(SPECS, spec.fallback, dataclasses.replace(SPECS[spec.fallback], bundled=missing))
+    with pytest.raises(WeightsUnavailableError) as info:
+        load_model(spec)
+    message = str(info.value)
+    assert message.startswith("style-monet: cannot get ") and "offline mode" in message
+    assert f"its fallback {spec.fallback} failed too" in message and str(missing) in message

@@ -14,13 +14,13 @@ from PIL import Image
 
 from gan_models import GanModelsError, Translator, translator_for
 from gan_models.backends import BackendOutOfMemory, TorchBackend
-from gan_models.weights import load_generator
+from gan_models.weights import load_model
 
 from .conftest import REPO, rgb_image
 
 
 def _translator(spec) -> Translator:
-    return Translator(spec, TorchBackend(load_generator(spec), device="cpu"))
+    return Translator(spec, TorchBackend(load_model(spec, allow_fallback=False).module, device="cpu"))
 
 
 @pytest.mark.parametrize("task", ["upscale", "style", "sketch2photo"])
@@ -80,7 +80,7 @@ def test_tiled_matches_untiled_away_from_borders(tiny_specs):
 
 def test_out_of_memory_halves_the_tile(tiny_specs):
     spec = tiny_specs["upscale"]
-    inner = TorchBackend(load_generator(spec), device="cpu")
+    inner = TorchBackend(load_model(spec, allow_fallback=False).module, device="cpu")
     seen: list[tuple[int, ...]] = []
 
     class SmallMemory:
@@ -129,7 +129,7 @@ def test_tiled_upscale_working_memory_is_about_two_result_buffers(tiny_specs):
     # The float32 result canvas, its blend weights and the HWC copy are the only image-sized buffers: huge results
     # (2048² → 8192² is 0.8 GB per float copy) must not pile up temporaries in conversion and clipping.
     spec = tiny_specs["upscale"]
-    translator = Translator(spec, TorchBackend(load_generator(spec), device="cpu"))
+    translator = _translator(spec)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (384, 384, 3), dtype=np.uint8))
     translator(img, tile=64)  # warm-up: lazy allocations of torch and numpy are not the point
     tracemalloc.start()
@@ -182,3 +182,37 @@ def test_tune_malloc_is_a_no_op_without_mallopt(monkeypatch):
 
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())  # a libc without mallopt (musl)
     assert backends.tune_malloc() is False
+
+
+class _Recording:
+    """A backend that records the shapes it is given and returns them upscaled by `scale` (nearest)."""
+
+    name, device, precision = "torch", "cpu", "fp32"
+
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.shapes.append(x.shape)
+        return x.repeat(self.scale, axis=2).repeat(self.scale, axis=3)
+
+
+def test_whole_image_is_padded_to_the_size_multiple_and_cropped_back(tiny_specs):
+    spec = tiny_specs["sketch2photo"]  # size multiple 32
+    backend = _Recording(spec.scale)
+    x = np.random.default_rng(2).random((1, 3, 37, 70), dtype=np.float32)
+    out = Translator(spec, backend).run_array(x, tile=None)
+    assert backend.shapes == [(1, 3, 64, 96)]  # each side rounded up to a multiple of 32
+    np.testing.assert_array_equal(out, x)  # the padding is cut off again
+
+
+def test_tile_budget_decides_automatic_tiling(tiny_specs):
+    spec = tiny_specs["upscale"]  # tile advice 32: auto tiling allowed
+    x = np.zeros((1, 3, 300, 300), np.float32)
+    roomy = _Recording(spec.scale)
+    Translator(spec, roomy, tile_budget_mb=4096).run_array(x)
+    assert roomy.shapes == [(1, 3, 300, 300)]
+    tight = _Recording(spec.scale)
+    Translator(spec, tight, tile_budget_mb=16).run_array(x)
+    assert len(tight.shapes) > 1 and max(s[-1] for s in tight.shapes) < 300

@@ -11,7 +11,7 @@ import pytest
 import torch
 from huggingface_hub import hf_hub_download
 
-from gan_models import SPECS, ModelSpec, get_spec, load_generator, load_with_fallback
+from gan_models import SPECS, ModelSpec, get_spec, load_model
 from gan_models.errors import UnknownModelError, WeightsUnavailableError
 from gan_models.files import sha256_file
 from gan_models.specs import WEIGHTS_DIR
@@ -43,6 +43,10 @@ def test_spec_is_consistent(spec_id):
     if spec.repo_id is not None:
         assert spec.filename and spec.revision
         assert spec.repo_type in {"model", "space"}
+        for hub in spec.sources:  # every location, not only the first
+            assert hub.repo_id.count("/") == 1 and hub.filename and hub.revision
+            assert hub.repo_type in {"model", "space"}
+        assert len(set(spec.sources)) == len(spec.sources)
         assert spec.fallback in SPECS and SPECS[spec.fallback].is_bundled
         assert SPECS[spec.fallback].task == spec.task
     else:
@@ -81,7 +85,7 @@ def test_safetensors_round_trip(spec_id, tmp_path):
 
 
 def _real_layout_checkpoint(spec: ModelSpec, model: torch.nn.Module) -> dict:
-    """The dict the real Hub file holds, per HUB_CHECKPOINTS.md."""
+    """The dict the real Hub file holds, in the layout its publisher's code writes (see each spec's `source`)."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     if spec.arch == "resnet_generator" and spec.key_prefix is None:
         # Old junyanz files carry InstanceNorm running stats the network has no buffers for.
@@ -101,8 +105,18 @@ def _real_layout_checkpoint(spec: ModelSpec, model: torch.nn.Module) -> dict:
     if spec.id == "realesrgan-x4plus":
         return {"params_ema": state}
     if spec.arch == "srresnet":  # SRGAN-PyTorch training checkpoints: wrapped, compiled-model prefixes
-        return {"epoch": 7, "best_psnr": 28.5, "state_dict": {f"_orig_mod.{k}": v for k, v in state.items()}}
+        return _srgan_training_checkpoint(state)
     return state
+
+
+def _srgan_training_checkpoint(state: dict) -> dict:
+    """Lornatang/SRGAN-PyTorch's training checkpoint: the generator under state_dict (torch.compile'd keys), its EMA
+    copy (AveragedModel keys), the optimizer and the epoch's figures."""
+    ema = {f"module.{k}": torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    optimizer = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)}},
+                 "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "params": [0]}]}
+    return {"epoch": 7, "psnr": 28.5, "ssim": 0.8, "state_dict": {f"_orig_mod.{k}": v for k, v in state.items()},
+            "ema_state_dict": {**ema, "n_averaged": torch.tensor(5)}, "optimizer": optimizer}
 
 
 @pytest.mark.parametrize("spec_id", HUB_SPECS)
@@ -120,7 +134,7 @@ def test_strict_load_from_offline_hub_cache(spec_id, offline_hub):
                              cache_dir=offline_hub, local_files_only=True)
     assert hashlib.sha256(open(direct, "rb").read()).digest() == hashlib.sha256(target.read_bytes()).digest()
 
-    model = load_generator(spec)
+    model = load_model(spec, allow_fallback=False).module
     assert not model.training
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
@@ -138,9 +152,37 @@ def test_offline_without_cache_falls_back_to_bundled(spec_id, offline_hub, tmp_p
         save_model_folder(build_generator(fallback), tmp_path, spec_fields={})
         (tmp_path / "model.safetensors").rename(stand_in)
         monkeypatch.setitem(SPECS, fallback.id, dataclasses.replace(fallback, bundled=stand_in))
-    loaded = load_with_fallback(spec)
+    loaded = load_model(spec)
     assert loaded.spec.id == fallback.id
-    assert loaded.source.fell_back and spec.id in loaded.source.note
+    assert loaded.fell_back and spec.id in loaded.fallback_reason
+
+
+def test_srgan_loads_from_its_second_source_when_only_that_is_cached(offline_hub):
+    spec = tiny_variant(SPECS["srgan-x4"])
+    first, second = spec.sources
+    assert (first.repo_id, first.filename) == ("ChangyuLiu/SRGAN-PyTorch", "SRGAN_x4-ImageNet.pth.tar")
+    assert (second.repo_id, second.filename) == ("goodfellowliu/SRGAN-PyTorch", "SRGAN_x4-SRGAN_ImageNet.pth.tar")
+    torch.manual_seed(2)
+    reference = build_generator(spec)
+    target = hub_cache_path(offline_hub, second)
+    torch.save(_srgan_training_checkpoint(reference.state_dict()), target)
+
+    loaded = load_model(spec)
+    assert not loaded.fell_back and loaded.spec is spec
+    assert loaded.source.origin == "hub-cache" and loaded.source.path.samefile(target)
+    for key, value in reference.state_dict().items():  # state_dict, not ema_state_dict
+        assert torch.equal(loaded.module.state_dict()[key], value), key
+
+
+def test_srgan_with_neither_source_falls_back_naming_both(offline_hub):
+    spec = SPECS["srgan-x4"]
+    loaded = load_model(spec)
+    assert loaded.fell_back and loaded.spec.id == spec.fallback and loaded.requested is spec
+    for hub in spec.sources:
+        assert f"{hub.repo_id}/{hub.filename}" in loaded.fallback_reason
+    with pytest.raises(WeightsUnavailableError, match="offline") as info:
+        load_model(spec, allow_fallback=False)
+    assert all(hub.repo_id in str(info.value) for hub in spec.sources)
 
 
 def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
@@ -169,7 +211,7 @@ def test_unknown_model_lists_choices():
 def test_bundled_weights_load_and_run(spec_id):
     spec = SPECS[spec_id]
     assert spec.bundled.is_file(), f"{spec.bundled} is missing: the bundled defaults ship in weights/"
-    model = load_generator(spec)
+    model = load_model(spec, allow_fallback=False).module
     side = max(spec.size_multiple, 32)
     with torch.inference_mode():
         y = model(torch.zeros(1, 3, side, side))

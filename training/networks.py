@@ -12,7 +12,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from gan_models.archs import build_arch
 from gan_models.specs import SPECS, ModelSpec, get_spec
-from gan_models.weights import build_generator, load_with_fallback
+from gan_models.weights import build_generator, load_model
 
 from . import TrainError
 
@@ -40,9 +40,9 @@ def generator_to_train(*, task: str, mode: str, default_model: str, model: str |
     """
     loaded = None
     if init:
-        loaded = load_with_fallback(get_spec(model_ref(init)))
-        if loaded.source.note:
-            print(f"note: {loaded.source.note}", file=sys.stderr)
+        loaded = load_model(get_spec(model_ref(init)))
+        if loaded.fell_back:
+            print(f"note: {loaded.fallback_reason}", file=sys.stderr)
     if model:
         spec = get_spec(model_ref(model))
     else:

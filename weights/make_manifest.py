@@ -1,6 +1,9 @@
 """Copy the runs of weights/train_defaults.sh into weights/ and write weights/MANIFEST.json.
 
-    python weights/make_manifest.py [WORK_DIR] [--device "CPU ..."]      (WORK_DIR default: runs/defaults)
+    python -m weights.make_manifest [WORK_DIR] [--device "CPU ..."]      (WORK_DIR default: runs/defaults)
+
+Run it from the repository root: it reads train.py's defaults (`import train`), which is a script, not part of the
+installed package.
 
 For each bundled default: RUN/final*/model.safetensors → weights/<id>.safetensors, and a manifest entry with the
 spec id, sha256, size, the exact training command (rebuilt from the run's train_config.json: every option that
@@ -19,11 +22,10 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gan_models.files import sha256_file
+from train import TrainConfig
 
-from gan_models.files import sha256_file  # noqa: E402
-from train import TrainConfig  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WEIGHTS = ROOT / "weights"
 # id → (run folder under WORK_DIR, folder of the run holding the generator)
@@ -113,7 +115,7 @@ def main() -> int:
             "dtype": "float16" if cfg.get("export_fp16") else "float32",
             "command": command(cfg, work),
             "reproduce": "bash weights/train_defaults.sh ../shared/data runs/defaults (W=runs/defaults), then "
-                         "python weights/make_manifest.py",
+                         "python -m weights.make_manifest",
             "data": DATA[cfg["mode"]],
             "steps": steps,
             "planned_steps": cfg["steps"],
@@ -127,7 +129,7 @@ def main() -> int:
         print(f"{model_id}: {dst} ({dst.stat().st_size / 1e6:.1f} MB), {steps} steps")
     manifest = {
         "about": "Default generators this project trained itself with train.py; the app falls back to them when "
-                 "the Hub cannot be reached. Written by weights/make_manifest.py.",
+                 "the Hub cannot be reached. Written by python -m weights.make_manifest.",
         "heldout": heldout,
         "models": entries,
     }

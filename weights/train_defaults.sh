@@ -6,7 +6,7 @@
 # They were trained side by side on a 2-core CPU (no GPU was available), one thread each, for at most
 # 80 minutes of wall time (MAX_MINUTES); weights/MANIFEST.json records the steps reached, the time and the sha256 of each file.
 # On a GPU, pass --device cuda (the default "auto" picks it) and raise --batch-size / --steps.
-# Afterwards: python weights/make_manifest.py WORK_DIR copies the generators into weights/ and writes MANIFEST.json.
+# Afterwards: python -m weights.make_manifest WORK_DIR copies the generators into weights/ and writes MANIFEST.json.
 # The shipped upscaler was stopped early and resumed for 40 more minutes: see "ended" in MANIFEST.json.
 set -euo pipefail
 DATA=${1:-../shared/data}

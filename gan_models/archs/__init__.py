@@ -5,6 +5,8 @@ ARCHS maps the `arch` name a ModelSpec uses to the class; `build_arch` construct
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from ..errors import GanModelsError
@@ -25,6 +27,11 @@ ARCHS: dict[str, type[nn.Module]] = {
     "patchgan": NLayerDiscriminator,
     "srgan_discriminator": SRGANDiscriminator,
 }
+
+# Networks whose shape is read from the checkpoint itself (spandrel-style): name → builder taking the checkpoint's
+# tensors (wrappers and `module.` / `_orig_mod.` prefixes already removed) and returning the network, weights not
+# yet loaded. `weights.load_model` uses these instead of ARCHS for the spec's `arch`.
+STATE_BUILT_ARCHS: dict[str, Callable[[dict], nn.Module]] = {}
 
 
 class UnknownArchError(GanModelsError, KeyError):
@@ -54,6 +61,7 @@ def build_arch(name: str, **kwargs: object) -> nn.Module:
 
 __all__ = [
     "ARCHS",
+    "STATE_BUILT_ARCHS",
     "HugganUnetGenerator",
     "NLayerDiscriminator",
     "RRDBNet",
