@@ -1,9 +1,14 @@
 """Network architectures, one file each, with state-dict keys identical to the checkpoints we load.
 
 ARCHS maps the `arch` name a ModelSpec uses to the class; `build_arch` constructs one with keyword arguments.
+STATE_BUILT_ARCHS maps the `arch` names of networks that are built from a checkpoint's state dict itself (their
+numbers are read from the tensors' shapes) to a function taking that state dict and returning the network with
+the weights loaded; no ARCHS name appears there.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from torch import nn
 
@@ -11,6 +16,7 @@ from ..errors import GanModelsError
 from .discriminators import NLayerDiscriminator, SRGANDiscriminator
 from .resnet_generator import ResnetGenerator
 from .rrdbnet import RRDBNet
+from .spandrel_models import build_spandrel
 from .srresnet import SRResNet
 from .srvgg import SRVGGNetCompact
 from .unet_generator import HugganUnetGenerator, UnetGenerator
@@ -24,6 +30,10 @@ ARCHS: dict[str, type[nn.Module]] = {
     "srvgg_compact": SRVGGNetCompact,
     "patchgan": NLayerDiscriminator,
     "srgan_discriminator": SRGANDiscriminator,
+}
+
+STATE_BUILT_ARCHS: dict[str, Callable[[dict], nn.Module]] = {
+    "spandrel": build_spandrel,
 }
 
 
@@ -61,6 +71,7 @@ __all__ = [
     "SRGANDiscriminator",
     "SRResNet",
     "SRVGGNetCompact",
+    "STATE_BUILT_ARCHS",
     "UnetGenerator",
     "UnknownArchError",
     "build_arch",
