@@ -13,8 +13,9 @@ Families (ARCHS name: publisher layout):
   srresnet          SRGAN generator, Lornatang/SRGAN-PyTorch layout (`conv1.0`, `trunk.N.rcb`, `upsampling.K`)
   rrdbnet           ESRGAN / Real-ESRGAN RRDBNet, basicsr layout (`conv_first`, `body.N.rdb1`, `conv_up1`)
   srvgg_compact     Real-ESRGAN compact SRVGGNet (`body.0` .. `body.2n+2`)
-  spandrel          anything spandrel detects: old-layout ESRGAN (`model.0`, `model.1.sub.N.RDB1`), SPAN, SwinIR,
-                    HAT, DAT, OmniSR, Compact variants, ...
+  rrdbnet_esrgan    the same RRDBNet in the original ESRGAN layout (`model.0`, `model.1.sub.N.RDB1.conv1.0`),
+                    keys renamed on load (archs.STATE_BUILT_ARCHS)
+  spandrel          anything else spandrel detects: SPAN, SwinIR, HAT, DAT, OmniSR, other ESRGAN variants, ...
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from .archs import build_arch
+from .archs.rrdbnet import esrgan_to_basicsr, rrdbnet_kwargs
 from .archs.spandrel_models import describe_spandrel
 from .errors import UnsupportedModelError
 from .specs import Task
@@ -179,18 +181,10 @@ def _srresnet(sd: dict[str, torch.Tensor]) -> tuple[dict, str] | None:
 
 
 def _rrdbnet(sd: dict[str, torch.Tensor]) -> tuple[dict, str] | None:
-    first = sd.get("conv_first.weight")
-    blocks = _indices(sd, r"body\.(\d+)\.rdb1\.conv1\.weight$")
-    if first is None or "conv_last.weight" not in sd or not blocks:
+    kwargs = rrdbnet_kwargs(sd)
+    if kwargs is None:
         return None
-    out_ch = sd["conv_last.weight"].shape[0]
-    # Scales 1 and 2 pixel-unshuffle the input by 4 and 2 (basicsr), so conv_first sees 16x or 4x the channels.
-    scale = 8 if "conv_up3.weight" in sd else {1: 4, 4: 2, 16: 1}.get(first.shape[1] // out_ch, 0)
-    unshuffle = {1: 4, 2: 2}.get(scale, 1)
-    kwargs = {"num_in_ch": first.shape[1] // unshuffle**2, "num_out_ch": out_ch,
-              "num_feat": first.shape[0], "num_block": len(blocks),
-              "num_grow_ch": sd["body.0.rdb1.conv1.weight"].shape[0], "scale": scale}
-    return kwargs, f"RRDBNet x{scale} blocks={len(blocks)} features={kwargs['num_feat']}"
+    return kwargs, f"RRDBNet x{kwargs['scale']} blocks={kwargs['num_block']} features={kwargs['num_feat']}"
 
 
 def _srvgg_compact(sd: dict[str, torch.Tensor]) -> tuple[dict, str] | None:
@@ -211,11 +205,16 @@ def _srvgg_compact(sd: dict[str, torch.Tensor]) -> tuple[dict, str] | None:
 
 @dataclass(frozen=True)
 class _Family:
+    """A family of ours: `guess` reads the numbers, ARCHS[arch] checks them; `spec_arch` is what specs name (a
+    STATE_BUILT_ARCHS entry when the file's keys must be renamed first, by `rename`)."""
+
     name: str
     arch: str
     guess: Callable[[dict[str, torch.Tensor]], tuple[dict, str] | None]
     task: Task
     value_range: tuple[float, float]
+    spec_arch: str = ""
+    rename: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
 
 FAMILIES: tuple[_Family, ...] = (
@@ -224,6 +223,9 @@ FAMILIES: tuple[_Family, ...] = (
     _Family(SUPPORTED_FAMILIES[2], "huggan_unet", _huggan_unet, "sketch2photo", (-1.0, 1.0)),
     _Family(SUPPORTED_FAMILIES[3], "srresnet", _srresnet, "upscale", (0.0, 1.0)),
     _Family(SUPPORTED_FAMILIES[4], "rrdbnet", _rrdbnet, "upscale", (0.0, 1.0)),
+    # The original ESRGAN code's `model.N` keys, renamed onto our RRDBNet (one implementation, ONNX-checked).
+    _Family(SUPPORTED_FAMILIES[4], "rrdbnet", _rrdbnet, "upscale", (0.0, 1.0), spec_arch="rrdbnet_esrgan",
+            rename=esrgan_to_basicsr),
     _Family(SUPPORTED_FAMILIES[5], "srvgg_compact", _srvgg_compact, "upscale", (0.0, 1.0)),
 )
 
@@ -266,13 +268,17 @@ def _detect_ours(sd: dict[str, torch.Tensor]) -> tuple[Detection | None, str | N
     """(detection, None), or (None, why the family that looked right does not fit), or (None, None)."""
     near_miss = None
     for family in FAMILIES:
-        guessed = family.guess(sd)
+        state = family.rename(sd) if family.rename else sd
+        guessed = family.guess(state)
         if guessed is None:
             continue
         kwargs, summary = guessed
-        problem = _mismatch(family.arch, kwargs, sd)
+        problem = _mismatch(family.arch, kwargs, state)
         if problem is None:
-            return Detection(family=family.name, arch=family.arch, arch_kwargs=kwargs, task=family.task,
+            if family.rename:
+                summary += " (original ESRGAN layout)"
+            return Detection(family=family.name, arch=family.spec_arch or family.arch, arch_kwargs=kwargs,
+                             task=family.task,
                              value_range=family.value_range, summary=summary,
                              **_size_rules(family.arch, kwargs)), None
         near_miss = near_miss or f"looks like {summary} but is a variant we do not build ({problem})"

@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import GanModelsError
 from .discriminators import NLayerDiscriminator, SRGANDiscriminator
 from .resnet_generator import ResnetGenerator
-from .rrdbnet import RRDBNet
+from .rrdbnet import RRDBNet, build_rrdbnet_from_esrgan
 from .spandrel_models import build_spandrel
 from .srresnet import SRResNet
 from .srvgg import SRVGGNetCompact
@@ -33,6 +33,7 @@ ARCHS: dict[str, type[nn.Module]] = {
 }
 
 STATE_BUILT_ARCHS: dict[str, Callable[[dict], nn.Module]] = {
+    "rrdbnet_esrgan": build_rrdbnet_from_esrgan,
     "spandrel": build_spandrel,
 }
 
