@@ -401,5 +401,17 @@ def custom_generators(model_id: str, *, max_weights_mb: int, enabled: bool = Tru
     return specs
 
 
+def file_safe_name(model_id: str) -> str:
+    """A short name for output files: curated ids unchanged, custom ids by their last part
+    ('me/repo/net_G.pth#G_B?range=0,1' → 'net_G-G_B', '/data/x4.safetensors' → 'x4')."""
+    base, _, network = model_id.partition("?")[0].partition("#")
+    name = Path(base).name
+    for suffix in sorted(WEIGHTS_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"[^\w.-]+", "-", name + (f"-{network}" if network else "")).strip("-.") or "model"
+
+
 __all__ = ["CACHE_SIZE", "OPTIONS", "WEIGHTS_SUFFIXES", "ModelRef", "clear_cache", "custom_generators",
-           "parse_model_ref", "resolve_custom"]
+           "file_safe_name", "parse_model_ref", "resolve_custom"]
