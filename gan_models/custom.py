@@ -83,13 +83,19 @@ class ModelRef:
             f"@{self.revision}" if self.revision else "")
 
 
-def parse_model_ref(text: str) -> ModelRef:
+def parse_model_ref(text: str, *, allow_local: bool = True) -> ModelRef:
     """Parse a custom model id (module docstring) without touching the network.
+
+    Parameters:
+        allow_local: False treats every id as a Hub id and never looks at this machine's files (what a public
+            app must do with text its visitors type; their uploads are local paths the app itself passes).
 
     Raises:
         UnknownModelError: neither an existing local path nor a Hub id; the message gives the syntax and the
             curated ids.
     """
+    if allow_local and Path(text).expanduser().exists():  # a file whose name holds '#' or '?'
+        return ModelRef(text=text, local=Path(text).expanduser().resolve())
     base, _, query = text.partition("?")
     base, _, network = base.partition("#")
     options: dict[str, str] = {}
@@ -101,17 +107,22 @@ def parse_model_ref(text: str) -> ModelRef:
         options[key] = value
     common = {"text": text, "network": network or None, "options": options}
     path = Path(base).expanduser()
-    if base and path.exists():
+    if allow_local and base and path.exists():
         return ModelRef(local=path.resolve(), **common)
     looks_local = base.startswith(("/", "./", "../", "~")) or "\\" in base
     match = None if looks_local else _HUB_ID.match(base)
     if match is None:
-        raise UnknownModelError(f"unknown model {text!r}; choose one of: {', '.join(SPECS)}; or give {_SYNTAX}"
-                                + (" (no such local file or folder)" if looks_local else ""))
+        where = ("no such local file or folder" if allow_local else "local files are not accepted here") if (
+            looks_local) else ""
+        raise UnknownModelError(f"unknown model {text!r}; choose one of: {', '.join(SPECS)}; or give "
+                                + (_SYNTAX if allow_local else _SYNTAX.split(", or a local")[0])
+                                + (f" ({where})" if where else ""))
     filename = match["file"]
     if filename is not None and not filename.endswith(WEIGHTS_SUFFIXES):
         raise UnknownModelError(f"{text!r}: {filename!r} is not a weights file; expected one of "
                                 f"{', '.join(WEIGHTS_SUFFIXES)}")
+    if filename is not None and {".", ".."} & set(filename.split("/")):
+        raise UnknownModelError(f"{text!r}: '.' and '..' are not allowed in a Hub file path")
     return ModelRef(repo_id=match["repo"], repo_type="space" if match["kind"] == "spaces" else "model",
                     filename=filename, revision=match["rev"], **common)
 
@@ -169,27 +180,26 @@ def _find_local(ref: ModelRef, max_weights_mb: int) -> _Found:
     return _Found(path=path, size=size, generators=_detect_file(path, str(path)))
 
 
-def _hub_files(ref: ModelRef) -> tuple[dict[str, int | None], str | None]:
-    """{file: size} of the repo at ref.revision and its commit sha: from the Hub, else from the local cache."""
+def _hub_files(ref: ModelRef) -> dict[str, int | None]:
+    """{file: size} of the repo at ref.revision: from the Hub (one bounded request), else from the local cache."""
     from huggingface_hub import HfApi, snapshot_download
 
+    reason = "offline mode (HF_HUB_OFFLINE=1)"
     if not hub_offline():
         try:
             info = HfApi(endpoint=hub_endpoint(), token=hub_token()).repo_info(
                 ref.repo_id, repo_type=ref.repo_type, revision=ref.revision, files_metadata=True,
                 timeout=_HUB_TIMEOUT_S)
-            return {s.rfilename: s.size for s in info.siblings or []}, info.sha
-        except Exception:  # noqa: BLE001, S110 - unreachable Hub: what the cache holds is the answer
-            pass
+            return {s.rfilename: s.size for s in info.siblings or []}
+        except Exception as exc:  # noqa: BLE001 - unreachable Hub or no such repo: the cache may still hold it
+            reason = first_line(exc)
     try:
         folder = Path(snapshot_download(ref.repo_id, repo_type=ref.repo_type, revision=ref.revision,
                                         cache_dir=hub_cache_dir(), local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - not cached (or a bad id): one message
-        reason = "offline mode (HF_HUB_OFFLINE=1)" if hub_offline() else first_line(exc)
+    except Exception as exc:  # noqa: BLE001 - not cached either: one message with the Hub's reason
         raise WeightsUnavailableError(f"{ref.where}: cannot list the repo ({reason}); not in the local cache "
                                       "either (a local path of that name does not exist)") from exc
-    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
-    return files, folder.name
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
 
 
 def _hub_download(ref: ModelRef, filename: str, *, max_weights_mb: int, size: int | None = None) -> Path:
@@ -234,7 +244,7 @@ def _snapshot_sha(path: Path) -> str | None:
 def _find_hub(ref: ModelRef, max_weights_mb: int) -> _Found:
     filename, size, config_spec = ref.filename, None, None
     if filename is None:
-        files, _ = _hub_files(ref)
+        files = _hub_files(ref)
         if "config.json" in files and "model.safetensors" in files:  # train.py --push-to-hub layout
             filename, size = "model.safetensors", files["model.safetensors"]
             config = _hub_download(ref, "config.json", max_weights_mb=max_weights_mb, size=files["config.json"])
@@ -359,13 +369,15 @@ def _spec(found: _Found, ref: ModelRef) -> ModelSpec:
     return ModelSpec(**_apply_options(fields, ref.options, ref.text))
 
 
-def resolve_custom(model_id: str, *, max_weights_mb: int, enabled: bool = True) -> ModelSpec:
+def resolve_custom(model_id: str, *, max_weights_mb: int, enabled: bool = True, allow_local: bool = True
+                   ) -> ModelSpec:
     """The spec of a custom model id (module docstring): located, size-checked, downloaded, detected; cached.
 
     Parameters:
         model_id: Hub id or local path with optional @revision, #network and ?options.
         max_weights_mb: refuse weights files larger than this (Settings.max_weights_mb), before downloading.
         enabled: False refuses every custom id (Settings.custom_models).
+        allow_local: False accepts Hub ids only (see `parse_model_ref`).
 
     Raises:
         UnknownModelError: not a local path nor a Hub id, or a bad option; the message gives the syntax.
@@ -375,18 +387,19 @@ def resolve_custom(model_id: str, *, max_weights_mb: int, enabled: bool = True) 
         WeightsError: a corrupt file or one with pickled code.
     """
     _require_enabled(enabled)
-    ref = parse_model_ref(model_id)
+    ref = parse_model_ref(model_id, allow_local=allow_local)
     return _spec(_find(ref, max_weights_mb), ref)
 
 
-def custom_generators(model_id: str, *, max_weights_mb: int, enabled: bool = True) -> list[ModelSpec]:
+def custom_generators(model_id: str, *, max_weights_mb: int, enabled: bool = True, allow_local: bool = True
+                      ) -> list[ModelSpec]:
     """One spec per generator the file behind `model_id` holds (its `#network` part, if any, is ignored): one for
     most files, "G_A" and "G_B" for a CycleGAN training file. Their ids are ready for `resolve_custom`/`get_spec`.
 
     Raises: as resolve_custom.
     """
     _require_enabled(enabled)
-    ref = parse_model_ref(model_id)
+    ref = parse_model_ref(model_id, allow_local=allow_local)
     found = _find(ref, max_weights_mb)
     base, _, query = ref.text.partition("?")
     base = base.partition("#")[0]

@@ -84,6 +84,15 @@ def test_bad_ids_are_one_clear_line(bad, message):
     assert "\n" not in str(info.value)
 
 
+def test_visitor_text_never_reaches_local_files(tmp_path):
+    torch.save(_net("srvgg_compact").state_dict(), tmp_path / "x.pth")
+    with pytest.raises(UnknownModelError, match=r"local files are not accepted here"):
+        resolve_custom(str(tmp_path / "x.pth"), max_weights_mb=CAP, allow_local=False)
+    with pytest.raises(UnknownModelError, match=r"'\.' and '\.\.' are not allowed"):
+        parse_model_ref("me/repo/../../x.pth", allow_local=False)
+    assert parse_model_ref("me/repo", allow_local=False).local is None
+
+
 # --- Hub repos in the publishers' layouts (offline cache) ----------------------------------------------------------
 
 
