@@ -143,10 +143,11 @@ class _Found:
     config_spec: ModelSpec | None = None  # a train.py --push-to-hub repo: its config says what it is
 
 
-def _check_size(size: int | None, max_weights_mb: int, where: str) -> None:
+def _check_size(size: int | None, max_weights_mb: int, where: str, *, before_download: bool = False) -> None:
     if size is not None and size > max_weights_mb * 1024 * 1024:
         raise UnsupportedModelError(f"{where}: {size / 1024 / 1024:.0f} MB is over this server's limit of "
-                                    f"{max_weights_mb} MB (GAN_STUDIO_MAX_WEIGHTS_MB); nothing was downloaded")
+                                    f"{max_weights_mb} MB (GAN_STUDIO_MAX_WEIGHTS_MB)"
+                                    + ("; nothing was downloaded" if before_download else ""))
 
 
 def _pick_weights_file(names: list[str], where: str) -> str:
@@ -219,7 +220,7 @@ def _hub_download(ref: ModelRef, filename: str, *, max_weights_mb: int, size: in
                                  endpoint=hub_endpoint())
                 size = get_hf_file_metadata(url, token=hub_token(), timeout=_HUB_TIMEOUT_S, endpoint=hub_endpoint(),
                                             retry_on_errors=False).size
-            _check_size(size, max_weights_mb, where)
+            _check_size(size, max_weights_mb, where, before_download=True)
         path = hf_hub_download(ref.repo_id, filename, repo_type=ref.repo_type, revision=ref.revision,
                                cache_dir=hub_cache_dir(), local_files_only=hub_offline(), token=hub_token(),
                                etag_timeout=_HUB_TIMEOUT_S, endpoint=hub_endpoint())

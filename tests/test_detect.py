@@ -127,7 +127,7 @@ def test_original_esrgan_layout_runs_in_our_rrdbnet():
     ours = build_arch("rrdbnet", **TINY_KWARGS["rrdbnet"]).eval()
     old = _old_esrgan_layout(ours.state_dict())
     assert esrgan_to_basicsr(old).keys() == ours.state_dict().keys()
-    model = STATE_BUILT_ARCHS["rrdbnet_esrgan"](old)
+    model = STATE_BUILT_ARCHS["rrdbnet_esrgan"]({"params_ema": {f"module.{k}": v for k, v in old.items()}})
     assert type(model) is type(ours)
     x = torch.rand(1, 3, 8, 6)
     with torch.inference_mode():
@@ -208,7 +208,7 @@ def test_sr_architectures_we_lack_are_detected_loaded_and_run_via_spandrel(make,
     assert detection.arch_kwargs["architecture"] == name
     assert (detection.task, detection.scale, detection.value_range) == ("upscale", scale, (0.0, 1.0))
     assert detection.tile is None or detection.tile % detection.size_multiple == 0
-    model = STATE_BUILT_ARCHS["spandrel"](unwrap_state_dict({"params_ema": state}))
+    model = STATE_BUILT_ARCHS["spandrel"]({"params_ema": state})  # the builder unwraps, as detection does
     side = 4 * detection.size_multiple
     with torch.inference_mode():
         y = model(torch.rand(1, 3, side, side + detection.size_multiple))

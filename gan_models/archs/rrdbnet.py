@@ -158,8 +158,13 @@ def rrdbnet_kwargs(state: Mapping[str, Tensor]) -> dict[str, int] | None:
 
 
 def build_rrdbnet_from_esrgan(state_dict: Mapping[str, Tensor]) -> RRDBNet:
-    """Our RRDBNet from an original-ESRGAN-layout state dict (numbers from its shapes), weights loaded strictly."""
-    state = esrgan_to_basicsr(state_dict)
+    """Our RRDBNet from an original-ESRGAN-layout state dict (numbers from its shapes), weights loaded strictly.
+
+    `state_dict` is the checkpoint as read (wrappers and `module.` prefixes are removed here) or already unwrapped.
+    """
+    from ..detect import unwrap_state_dict  # at call time: detect.py imports this package
+
+    state = esrgan_to_basicsr(unwrap_state_dict(state_dict))
     kwargs = rrdbnet_kwargs(state)
     if kwargs is None:
         raise ValueError("not an ESRGAN RRDBNet state dict (no conv_first / RRDB keys)")

@@ -52,7 +52,9 @@ def describe_spandrel(state_dict: Mapping[str, torch.Tensor]):  # -> spandrel.Im
 def build_spandrel(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """The network spandrel detects in `state_dict`, with those weights loaded (strictly), fp32, in eval mode.
 
-    `state_dict` is the checkpoint after unwrapping (`gan_models.detect.unwrap_state_dict`: no `params_ema`
-    wrapper, no `module.` prefixes, only the chosen network's keys).
+    `state_dict` is the checkpoint as read (a `params_ema` wrapper, `module.` prefixes are removed here) or
+    already unwrapped; a file holding several networks must be cut to the chosen one's keys first.
     """
-    return describe_spandrel(state_dict).model.float().eval()
+    from ..detect import unwrap_state_dict  # at call time: detect.py imports this package
+
+    return describe_spandrel(unwrap_state_dict(state_dict)).model.float().eval()
