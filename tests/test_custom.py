@@ -392,3 +392,11 @@ def test_file_under_the_cap_downloads_once(fake_hub, tmp_path):
     assert len(downloads) == 1
     assert get_spec("me/small/w.safetensors") == spec and [p for m, p in hub.requests if m == "GET"] == downloads
     assert resolve_weights(spec).origin == "hub-cache"  # the loader finds the file without the network
+
+
+def test_app_weights_flag_accepts_a_hub_id(offline_hub):
+    from app import app_specs
+
+    torch.save({"params_ema": _net("rrdbnet").state_dict()}, put(offline_hub, "me/esrgan", "RealESRGAN_x4plus.pth"))
+    specs = app_specs(["me/esrgan"])
+    assert specs["me/esrgan"].task == "upscale" and specs["me/esrgan"].arch == "rrdbnet"
