@@ -52,7 +52,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     ls.add_argument("--task", choices=TASKS, help="only this task")
 
     run = sub.add_parser("run", help="translate or upscale image files and folders")
-    run.add_argument("model", help="model id (see `list`) or a train.py output folder")
+    run.add_argument("model", help="model id (see `list`), a train.py output folder, or a custom model: "
+                     "owner/name[/file.pth][#network] on the Hub or a local weights file (docs/custom-models.md)")
     run.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
     run.add_argument("-o", "--out", type=Path, required=True, help="output folder (created if missing)")
     run.add_argument("--tile", type=_parse_tile, default="auto", help="tile size in input pixels, 0 = none, auto")
@@ -98,6 +99,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .custom import file_safe_name
     from .imaging import image_notes, save_png
     from .pipeline import translator_for
 
@@ -119,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if translator.fallback_reason is not None:
         print(f"note: {translator.fallback_reason}", file=sys.stderr)
-    suffix = args.suffix if args.suffix is not None else f"_{translator.spec.id}"
+    suffix = args.suffix if args.suffix is not None else f"_{file_safe_name(translator.spec.id)}"
     failures: list[tuple[Path, str]] = [(p, "no such file") for p in missing]
     notes: list[tuple[Path, str]] = []
     written = 0

@@ -30,6 +30,11 @@ class WeightsError(GanModelsError):
     """A weights file exists but cannot be used: corrupt, unsafe pickle, or keys that do not match the network."""
 
 
+class UnsupportedModelError(WeightsError):
+    """A checkpoint whose network we do not recognise, or a custom model id we will not load (too large, several
+    generators and none chosen, custom models switched off); the message says what was found and the choices."""
+
+
 class BackendUnavailableError(GanModelsError):
     """A backend that cannot run here: onnxruntime not installed, no CUDA provider, an unknown precision."""
 

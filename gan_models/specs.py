@@ -18,7 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .errors import GanModelsError, UnknownModelError
+from .errors import GanModelsError
+from .settings import Settings
 
 Task = Literal["style", "sketch2photo", "upscale"]
 TASKS: tuple[Task, ...] = ("style", "sketch2photo", "upscale")
@@ -319,21 +320,28 @@ SPECS: dict[str, ModelSpec] = {
 }
 
 
-def get_spec(model_id: str) -> ModelSpec:
+def get_spec(
+    model_id: str, *, max_weights_mb: int = Settings.max_weights_mb, custom_models: bool = Settings.custom_models
+) -> ModelSpec:
     """The spec called `model_id`, or a local spec when `model_id` is a model folder (config.json +
-    model.safetensors), its config.json, or a train.py run folder (then its final/).
+    model.safetensors), its config.json, or a train.py run folder (then its final/), or a custom model (a Hub
+    repo or file, a local weights file: `custom.resolve_custom`, with the Settings fields of the same names).
 
     Raises:
-        UnknownModelError: not an offered id nor a model folder; the message lists the valid ids.
+        UnknownModelError: not an offered id, a model folder nor a custom id; the message lists the valid ids.
+        UnsupportedModelError, WeightsUnavailableError, WeightsError: a custom id that cannot be used (see
+            `custom.resolve_custom`).
     """
     if model_id in SPECS:
         return SPECS[model_id]
     path = Path(model_id)
     if path.is_dir() and not (path / "config.json").exists() and (path / "final" / "config.json").is_file():
         path = path / "final"  # a train.py run folder: its generator
-    if path.is_dir() or path.name == "config.json":
+    if (path / "config.json").is_file() or path.name == "config.json":
         return spec_from_config(path)
-    raise UnknownModelError(f"unknown model {model_id!r}; choose one of: {', '.join(SPECS)}")
+    from .custom import resolve_custom  # imported here: custom.py builds on this module
+
+    return resolve_custom(model_id, max_weights_mb=max_weights_mb, enabled=custom_models)
 
 
 def specs_for_task(task: Task) -> list[ModelSpec]:

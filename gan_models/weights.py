@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError
@@ -118,12 +118,12 @@ def load_model(
 def _load_exact(spec: ModelSpec) -> LoadedModel:
     source = resolve_weights(spec)
     state = read_state_dict(source.path)
-    if spec.arch in STATE_BUILT_ARCHS:  # the checkpoint itself says how wide and deep the network is
-        model = STATE_BUILT_ARCHS[spec.arch](_unwrap(state, key_prefix=spec.key_prefix))
+    if spec.arch in STATE_BUILT_ARCHS:  # the checkpoint says how wide and deep the network is; loaded strictly
+        model = STATE_BUILT_ARCHS[spec.arch](unwrap_state_dict(state, key_prefix=spec.key_prefix))
     else:
         model = build_generator(spec)
-    state = canonicalize_state_dict(state, model=model, key_prefix=spec.key_prefix)
-    load_state_dict_strict(model, state, source=f"{spec.id} ({source.path})")
+        state = canonicalize_state_dict(state, model=model, key_prefix=spec.key_prefix)
+        load_state_dict_strict(model, state, source=f"{spec.id} ({source.path})")
     return LoadedModel(spec=spec, module=model.float().eval(), source=source, requested=spec)
 
 
@@ -274,7 +274,7 @@ def canonicalize_state_dict(
     - drops InstanceNorm running statistics that old CycleGAN files carry but the network has no buffer for,
     - adds or removes a leading `model.` when that alone makes the key sets match.
     """
-    cleaned = _unwrap(state, key_prefix=key_prefix)
+    cleaned = unwrap_state_dict(state, key_prefix=key_prefix)
     expected = model.state_dict().keys()
     cleaned = {
         k: v for k, v in cleaned.items() if k in expected or not k.endswith(_NORM_STAT_SUFFIXES)
@@ -288,26 +288,40 @@ def canonicalize_state_dict(
     return cleaned
 
 
-def _unwrap(state: dict[str, object], *, key_prefix: str | None) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors without wrappers, `key_prefix` selection, `module.` or `_orig_mod.` prefixes."""
+def unwrap_state_dict(state: Mapping[str, Any], *, key_prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """The model-independent half of canonicalisation: tensors only, keyed as the network names them.
+
+    Unwraps a `params_ema` / `params` / `state_dict` wrapper, flattens nested dicts (`{"netG_A": {...}}` becomes
+    `netG_A.<key>`), keeps only `key_prefix` entries (prefix removed), strips `module.` / `_orig_mod.` prefixes.
+    """
     for wrapper in _WRAPPER_KEYS:
         inner = state.get(wrapper)
         if isinstance(inner, dict) and inner:
             state = inner
             break
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    flat: dict[str, torch.Tensor] = {}
+    _flatten(state, "", flat)
     if key_prefix:
-        tensors = {k[len(key_prefix) :]: v for k, v in tensors.items() if k.startswith(key_prefix)}
-    cleaned: dict[str, torch.Tensor] = {}
-    for key, value in tensors.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
-        cleaned[key] = value
-    return cleaned
+        flat = {k[len(key_prefix):]: v for k, v in flat.items() if k.startswith(key_prefix)}
+    return {_strip_prefixes(k): v for k, v in flat.items()}
+
+
+def _flatten(state: Mapping[str, Any], prefix: str, out: dict[str, torch.Tensor]) -> None:
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            out[prefix + str(key)] = value
+        elif isinstance(value, Mapping) and prefix.count(".") < 2:  # bounded: training files nest one or two levels
+            _flatten(value, f"{prefix}{key}.", out)
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:

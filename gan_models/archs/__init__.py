@@ -1,6 +1,9 @@
 """Network architectures, one file each, with state-dict keys identical to the checkpoints we load.
 
 ARCHS maps the `arch` name a ModelSpec uses to the class; `build_arch` constructs one with keyword arguments.
+STATE_BUILT_ARCHS maps the `arch` names of networks that are built from a checkpoint's state dict itself (their
+numbers are read from the tensors' shapes) to a function taking that state dict and returning the network with
+the weights loaded; no ARCHS name appears there.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from torch import nn
 from ..errors import GanModelsError
 from .discriminators import NLayerDiscriminator, SRGANDiscriminator
 from .resnet_generator import ResnetGenerator
-from .rrdbnet import RRDBNet
+from .rrdbnet import RRDBNet, build_rrdbnet_from_esrgan
+from .spandrel_models import build_spandrel
 from .srresnet import SRResNet
 from .srvgg import SRVGGNetCompact
 from .unet_generator import HugganUnetGenerator, UnetGenerator
@@ -28,10 +32,13 @@ ARCHS: dict[str, type[nn.Module]] = {
     "srgan_discriminator": SRGANDiscriminator,
 }
 
-# Networks whose shape is read from the checkpoint itself (spandrel-style): name → builder taking the checkpoint's
-# tensors (wrappers and `module.` / `_orig_mod.` prefixes already removed) and returning the network, weights not
-# yet loaded. `weights.load_model` uses these instead of ARCHS for the spec's `arch`.
-STATE_BUILT_ARCHS: dict[str, Callable[[dict], nn.Module]] = {}
+# Networks whose shape is read from the checkpoint itself (spandrel, original-ESRGAN layout): name → builder taking
+# the checkpoint's tensors (wrappers and `module.` / `_orig_mod.` prefixes already removed) and returning the network
+# with those weights loaded strictly. `weights.load_model` uses these instead of ARCHS for the spec's `arch`.
+STATE_BUILT_ARCHS: dict[str, Callable[[dict], nn.Module]] = {
+    "rrdbnet_esrgan": build_rrdbnet_from_esrgan,
+    "spandrel": build_spandrel,
+}
 
 
 class UnknownArchError(GanModelsError, KeyError):
@@ -69,6 +76,7 @@ __all__ = [
     "SRGANDiscriminator",
     "SRResNet",
     "SRVGGNetCompact",
+    "STATE_BUILT_ARCHS",
     "UnetGenerator",
     "UnknownArchError",
     "build_arch",

@@ -8,6 +8,9 @@ checkpoint's `conv_first` has 4x or 16x the input channels, as basicsr does.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -112,3 +115,59 @@ class RRDBNet(nn.Module):
         if self.scale == 8:
             feat = self._up(self.conv_up3, feat)  # (N, num_feat, 8h, 8w)
         return self.conv_last(self.lrelu(self.conv_hr(feat)))  # (N, num_out_ch, H*scale, W*scale)
+
+
+def esrgan_to_basicsr(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Keys of the original ESRGAN code (`model.0`, `model.1.sub.N.RDB1.conv1.0`, `model.3`, ...) renamed to ours.
+
+    The old layout is one Sequential: conv_first, a shortcut block holding the RRDBs and conv_body, then per x2
+    stage (Upsample, conv, LeakyReLU), then conv_hr, LeakyReLU, conv_last. Keys already in our layout pass through.
+    """
+    if "model.0.weight" not in state:
+        return dict(state)
+    tail = sorted({int(m[1]) for k in state if (m := re.match(r"model\.(\d+)\.weight$", k)) and m[1] != "0"})
+    blocks = {m[1] for k in state if (m := re.match(r"model\.1\.sub\.(\d+)\.RDB", k))}
+    if len(tail) < 2:
+        return dict(state)
+    *ups, hr, last = tail
+    names = {"model.0": "conv_first", f"model.1.sub.{len(blocks)}": "conv_body"}
+    names.update({f"model.{i}": f"conv_up{n}" for n, i in enumerate(ups, 1)})
+    names.update({f"model.{hr}": "conv_hr", f"model.{last}": "conv_last"})
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if m := re.match(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$", key):
+            out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+        else:
+            base, _, param = key.rpartition(".")
+            out[f"{names.get(base, base)}.{param}"] = value
+    return out
+
+
+def rrdbnet_kwargs(state: Mapping[str, Tensor]) -> dict[str, int] | None:
+    """RRDBNet constructor arguments read from a basicsr-layout state dict's shapes, or None if it is not one."""
+    first = state.get("conv_first.weight")
+    blocks = {k.split(".")[1] for k in state if k.startswith("body.") and ".rdb1.conv1.weight" in k}
+    if first is None or "conv_last.weight" not in state or not blocks or "body.0.rdb1.conv1.weight" not in state:
+        return None
+    out_ch = state["conv_last.weight"].shape[0]
+    # Scales 1 and 2 pixel-unshuffle the input by 4 and 2 (basicsr), so conv_first sees 16x or 4x the channels.
+    scale = 8 if "conv_up3.weight" in state else {1: 4, 4: 2, 16: 1}.get(first.shape[1] // out_ch, 0)
+    unshuffle = {1: 4, 2: 2}.get(scale, 1)
+    return {"num_in_ch": first.shape[1] // unshuffle**2, "num_out_ch": out_ch, "num_feat": first.shape[0],
+            "num_block": len(blocks), "num_grow_ch": state["body.0.rdb1.conv1.weight"].shape[0], "scale": scale}
+
+
+def build_rrdbnet_from_esrgan(state_dict: Mapping[str, Tensor]) -> RRDBNet:
+    """Our RRDBNet from an original-ESRGAN-layout state dict (numbers from its shapes), weights loaded strictly.
+
+    `state_dict` is the checkpoint as read (wrappers and `module.` prefixes are removed here) or already unwrapped.
+    """
+    from ..detect import unwrap_state_dict  # at call time: detect.py imports this package
+
+    state = esrgan_to_basicsr(unwrap_state_dict(state_dict))
+    kwargs = rrdbnet_kwargs(state)
+    if kwargs is None:
+        raise ValueError("not an ESRGAN RRDBNet state dict (no conv_first / RRDB keys)")
+    model = RRDBNet(**kwargs)
+    model.load_state_dict(state, strict=True)
+    return model.float().eval()
