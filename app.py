@@ -744,7 +744,8 @@ def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tupl
         gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
                    placeholder="owner/name[/file.pth][@revision][#network][?range=0,1]")
         weights = gr.File(label=f"…or drop a weights file (up to {upload_weights_mb(studio.config)} MB)",
-                          file_types=list(WEIGHTS_SUFFIXES), type="filepath", elem_id=f"{prefix}-custom-file")
+                          file_types=list(WEIGHTS_SUFFIXES), type="filepath", height=110,
+                          elem_id=f"{prefix}-custom-file")
     if custom:
         dropdown.change(lambda choice: gr.Group(visible=choice == CUSTOM_CHOICE), dropdown, group,
                         api_visibility="private", queue=False)
