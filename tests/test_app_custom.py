@@ -25,27 +25,16 @@ from safetensors.torch import save_file
 import app
 from app import CUSTOM_CHOICE, Studio, TranslatorCache, build_demo
 from gan_models import custom, deploy
-from gan_models.archs import build_arch
 
-from .conftest import TINY_KWARGS, app_settings, make_tiny_model, rgb_image, serve
+from .conftest import app_settings, make_tiny_model, rgb_image, serve
 from .test_app import build_app_models
-from .test_custom import put
+from .test_custom import _Evil, _net, put
 from .test_deploy import stub_spaces
 
 STYLE_ID = "me/tiny-cyclegan/checkpoints/style_x/latest_net_G.pth"
 SKETCH_ID = "me/tiny-pix2pix/latest_net_G.pth"
 UPSCALE_ID = "me/tiny-esrgan/RealESRGAN_x4.pth"
 MAX_WEIGHTS_MB = 2
-
-
-def _net(arch: str, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_arch(arch, **TINY_KWARGS[arch]).eval()
-
-
-class _Evil:
-    def __reduce__(self):
-        return (print, ("pwned",))
 
 
 def write_hub_models(cache: Path) -> None:
