@@ -156,6 +156,10 @@ class TranslatorCache:
         with self._guard:
             return list(self._custom.items())
 
+    def known_specs(self) -> Mapping[str, ModelSpec]:
+        """A live view of the offered specs and the custom ones resolved so far; reading it never downloads."""
+        return _KnownSpecs(self)
+
     def get(self, model_id: str) -> Translator:
         """The translator for `model_id`, loading it on first use; see `use` for how long it stays loaded."""
         with self.use(self.spec(model_id)) as translator:
@@ -273,6 +277,26 @@ class TranslatorCache:
         if entry.translator.fallback_reason is not None:
             return True, f"fallback: {entry.translator.fallback_reason}"
         return True, "loaded"
+
+
+class _KnownSpecs(Mapping[str, ModelSpec]):
+    """TranslatorCache.known_specs(): what deploy.gpu_durations sizes a ZeroGPU reservation from, at request time."""
+
+    def __init__(self, cache: TranslatorCache) -> None:
+        self._cache = cache
+
+    def _all(self) -> dict[str, ModelSpec]:
+        seen = {key: spec for key, spec in self._cache.custom_specs() if isinstance(spec, ModelSpec)}
+        return {**seen, **self._cache.specs}
+
+    def __getitem__(self, model_id: str) -> ModelSpec:
+        return self._all()[model_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 # --- conversions -------------------------------------------------------------------------------------------------
@@ -771,9 +795,9 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
     config = config or Settings.from_env()
     studio = Studio(specs=SPECS if specs is None else specs, config=config)
     heavy = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
-    # Custom models are not known before a request; their first call gets the duration functions' base reservation
-    # (see deploy.gpu_durations); studio.specs is the live mapping of the offered models.
-    durations = deploy.gpu_durations(studio.specs, max_style_side=config.max_style_side)
+    # A custom id is sized once it has been resolved; before that (its first call, or an upload) the duration
+    # functions fall back to their base reservation.
+    durations = deploy.gpu_durations(studio.cache.known_specs(), max_style_side=config.max_style_side)
     light = {"concurrency_limit": None, "api_visibility": "private"}
 
     with gr.Blocks(title="GAN Image Studio", delete_cache=(3600, 3600)) as demo:

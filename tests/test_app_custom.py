@@ -258,3 +258,14 @@ def test_handlers_are_wrapped_for_zerogpu_and_plain_elsewhere(tmp_path, monkeypa
     plain = _handler_fns(build_demo(specs=specs, config=app_settings()))
     assert {name: fn.__name__ for name, fn in plain.items()} == {
         "style_transfer": "style_transfer", "sketch_to_photo": "sketch_to_photo", "upscale": "upscale"}
+
+
+def test_gpu_durations_size_a_custom_model_once_it_is_resolved(tmp_path, photo):
+    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings())
+    upscale = deploy.gpu_durations(cache.known_specs(), max_style_side=64)["upscale"]
+    path = _local_models(tmp_path, 1)[0]
+    assert upscale(str(photo), path, 4, "auto", None) == deploy.GPU_BASE_S  # not seen yet: the base reservation
+    spec = cache.spec(path, allow_local=True)
+    assert path in cache.known_specs() and "tiny-upscale" in cache.known_specs()
+    sized = upscale(str(photo), path, 4, "auto", None)
+    assert sized == deploy.gpu_seconds(spec, 40 * 28 * 16) and sized > deploy.GPU_BASE_S  # base + the network's time
