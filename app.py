@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 from gradio.data_classes import FileData
+from gradio.utils import _parse_file_size
 from PIL import Image, UnidentifiedImageError
 
 from gan_models import (
@@ -44,13 +46,16 @@ from gan_models import (
     WeightsUnavailableError,
     build_translator,
     default_backend,
+    deploy,
     get_spec,
     imaging,
     load_model,
 )
 from gan_models.backends import resolve_device, tune_malloc
-from gan_models.errors import first_line
-from gan_models.settings import hub_offline
+from gan_models.custom import SWITCH as custom_switch
+from gan_models.custom import WEIGHTS_SUFFIXES, file_safe_name, resolve_custom
+from gan_models.errors import UnsupportedModelError, first_line
+from gan_models.settings import hub_cache_dir, hub_offline, user_cache_dir
 
 logger = logging.getLogger("gan_studio")
 
@@ -69,10 +74,10 @@ STYLE_SIZES = [
     ("Original (up to the size cap)", "original"), ("512 px short side", "512"), ("256 px short side", "256"),
 ]
 TILE_CHOICES = [("Auto", "auto"), ("128", "128"), ("256", "256"), ("512", "512"), ("None (whole image)", "none")]
-
-
-# The old name of Settings, still used by bench/load.py and tests/test_browser.py; remove once they say Settings.
-AppConfig = Settings
+CUSTOM_CHOICE = "custom"  # the model pickers' "Custom model…" entry; never a Hub id (those hold a '/')
+CUSTOM_LABEL = "Custom model…"
+FAILURES_KEPT = 64  # remembered load failures (small) beside the max_models loaded translators
+CUSTOM_ROWS_KEPT = 32  # custom ids listed at /models, most recent last
 
 
 @dataclass
@@ -83,24 +88,29 @@ class _Entry:
 
 
 class TranslatorCache:
-    """Loaded translators shared by all requests, keyed by (spec id, backend, device).
+    """Loaded translators shared by all requests, keyed by (spec id, backend, device); a bounded LRU.
 
-    A Translator holds no per-request state, so one instance serves concurrent requests. Failures are remembered
-    for `retry_after_s` so that, with the Hub unreachable, later requests do not wait on the network again. A Hub
+    A Translator holds no per-request state, so one instance serves concurrent requests. At most
+    `settings.max_models` translators stay loaded: loading one more drops the least recently used that no running
+    request holds (see `use`); curated models reload on demand like custom ones. Failures are remembered for
+    `retry_after_s` so that, with the Hub unreachable, later requests do not wait on the network again. A Hub
     model that cannot be had is served by its bundled `fallback` spec (`load_model` decides); the fallback's
     translator is made once and shared by every Hub model that falls back to it, so one copy stays in memory.
 
     Parameters:
-        specs: the models the app offers, by id; a fallback must be one of them.
+        specs: the models the app offers, by id; a fallback must be one of them. Other ids are custom models
+            (`gan_models.custom`), resolved with the settings' max_weights_mb and custom_models switch.
         settings: backend, device, retry_after_s (how long a failure, or a fallback in place of a Hub model, is
-            remembered) and tile_budget_mb.
+            remembered), tile_budget_mb, max_models, max_weights_mb and custom_models.
     """
 
     def __init__(self, specs: Mapping[str, ModelSpec], *, settings: Settings) -> None:
         self.specs = dict(specs)
         self.settings = settings
-        self._entries: dict[tuple[str, str, str], _Entry] = {}
+        self._entries: OrderedDict[tuple[str, str, str], _Entry] = OrderedDict()  # least recently used first
+        self._in_use: Counter[tuple[str, str, str]] = Counter()  # running requests per key: never evicted
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._custom: OrderedDict[str, ModelSpec | GanModelsError] = OrderedDict()  # custom ids tried, for /models
         self._guard = threading.Lock()
 
     def _key(self, model_id: str) -> tuple[str, str, str]:
@@ -110,29 +120,108 @@ class TranslatorCache:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def spec(self, model_id: str) -> ModelSpec:
-        try:
-            return self.specs[model_id]
-        except KeyError:
-            raise UnknownModelError(f"unknown model {model_id!r}; choose one of: {', '.join(self.specs)}") from None
+    def spec(self, model_id: str, *, allow_local: bool = False) -> ModelSpec:
+        """An offered model's spec, else the custom model `model_id` names (downloaded and detected once).
 
-    def get(self, model_id: str) -> Translator:
-        """The translator for `model_id`, loading it on first use (one load at a time per model).
+        Parameters:
+            allow_local: let `model_id` name a file on this machine (the app's own upload paths); text typed by
+                visitors is a Hub id only.
 
         Raises:
-            UnknownModelError, WeightsError, WeightsUnavailableError, GanModelsError: the (remembered) failure.
+            UnknownModelError, UnsupportedModelError, WeightsUnavailableError, WeightsError: see
+                `gan_models.custom.resolve_custom`; custom models switched off names GAN_STUDIO_CUSTOM_MODELS.
         """
-        spec = self.spec(model_id)
-        key = self._key(model_id)
+        if model_id in self.specs:
+            return self.specs[model_id]
+        try:
+            spec: ModelSpec | GanModelsError = resolve_custom(
+                model_id, max_weights_mb=self.settings.max_weights_mb, enabled=self.settings.custom_models,
+                allow_local=allow_local)
+        except UnknownModelError:
+            raise  # not a model id at all: nothing to list
+        except GanModelsError as exc:
+            spec = exc
+        if self.settings.custom_models:
+            with self._guard:
+                self._custom[model_id] = spec
+                self._custom.move_to_end(model_id)
+                while len(self._custom) > CUSTOM_ROWS_KEPT:
+                    self._custom.popitem(last=False)
+        if isinstance(spec, GanModelsError):
+            raise spec
+        return spec
+
+    def custom_specs(self) -> list[tuple[str, ModelSpec | GanModelsError]]:
+        """The custom ids tried lately (oldest first) with their spec, or why they could not be resolved."""
+        with self._guard:
+            return list(self._custom.items())
+
+    def known_specs(self) -> Mapping[str, ModelSpec]:
+        """A live view of the offered specs and the custom ones resolved so far; reading it never downloads."""
+        return _KnownSpecs(self)
+
+    def get(self, model_id: str) -> Translator:
+        """The translator for `model_id`, loading it on first use; see `use` for how long it stays loaded."""
+        with self.use(self.spec(model_id)) as translator:
+            return translator
+
+    @contextmanager
+    def use(self, spec: ModelSpec) -> Iterator[Translator]:
+        """The translator for `spec` (loaded on first use, one load at a time per model), held loaded while the
+        block runs: eviction skips it until every request using it has finished.
+
+        Raises:
+            WeightsError, WeightsUnavailableError, GanModelsError: the (remembered) failure.
+        """
+        key = self._key(spec.id)
         with self._lock(key):
-            entry = self._entries.get(key)
+            with self._guard:
+                entry = self._entries.get(key)
             if entry is None or time.monotonic() >= entry.expires:
                 entry = self._load(spec)
+            with self._guard:
                 self._entries[key] = entry
+                self._entries.move_to_end(key)
+                if entry.translator is not None:
+                    self._in_use[key] += 1
+                self._evict()
         if entry.error is not None:
             raise entry.error
         assert entry.translator is not None
-        return entry.translator
+        try:
+            yield entry.translator
+        finally:
+            with self._guard:
+                self._in_use[key] -= 1
+                if not self._in_use[key]:
+                    del self._in_use[key]
+                self._evict()  # what was skipped while in use
+
+    def loaded(self) -> list[str]:
+        """Ids of the loaded translators, least recently used first."""
+        with self._guard:
+            return [key[0] for key, entry in self._entries.items() if entry.translator is not None]
+
+    def _evict(self) -> None:
+        """Drop least recently used translators over max_models (not those in use) and old failures; call with
+        `_guard` held. A running request keeps its own reference, so dropping ours never breaks it."""
+        loaded = [key for key, entry in self._entries.items() if entry.translator is not None]
+        excess = len(loaded) - self.settings.max_models
+        for key in loaded:
+            if excess <= 0:
+                break
+            if not self._in_use[key]:
+                self._forget(key)
+                excess -= 1
+        failed = [key for key, entry in self._entries.items() if entry.translator is None]
+        for key in failed[:max(0, len(failed) - FAILURES_KEPT)]:
+            self._forget(key)
+
+    def _forget(self, key: tuple[str, str, str]) -> None:
+        del self._entries[key]
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():  # else a load of this key is under way and keeps it
+            del self._locks[key]
 
     def _load(self, spec: ModelSpec) -> _Entry:
         retry_at = time.monotonic() + self.settings.retry_after_s
@@ -160,11 +249,13 @@ class TranslatorCache:
         """
         key = self._key(loaded.spec.id)
         with self._lock(key):
-            entry = self._entries.get(key)
+            with self._guard:
+                entry = self._entries.get(key)
             if entry is None or entry.translator is None or time.monotonic() >= entry.expires:
                 own = dataclasses.replace(loaded, requested=loaded.spec, fallback_reason=None)
                 entry = _Entry(self._build(own), None, float("inf"))
-                self._entries[key] = entry
+                with self._guard:
+                    self._entries[key] = entry
             assert entry.translator is not None
             return entry.translator
 
@@ -172,20 +263,40 @@ class TranslatorCache:
         return build_translator(loaded, backend=self.settings.backend, device=self.settings.device,
                                 tile_budget_mb=self.settings.tile_budget_mb)
 
-    def status(self, model_id: str) -> tuple[bool, str]:
+    def status(self, spec: ModelSpec) -> tuple[bool, str]:
         """(available, status text) without loading anything."""
-        spec = self.spec(model_id)
         if spec.bundled is not None and not spec.sources and not spec.bundled.is_file():
             return False, f"unavailable: weights file {spec.bundled.name} is missing"
-        entry = self._entries.get(self._key(model_id))
+        with self._guard:
+            entry = self._entries.get(self._key(spec.id))
         if entry is None:
-            return True, "not loaded yet"
+            return True, "not loaded (loads on first use)"
         if entry.error is not None:
             return False, f"unavailable: {entry.error}"
         assert entry.translator is not None
         if entry.translator.fallback_reason is not None:
             return True, f"fallback: {entry.translator.fallback_reason}"
         return True, "loaded"
+
+
+class _KnownSpecs(Mapping[str, ModelSpec]):
+    """TranslatorCache.known_specs(): what deploy.gpu_durations sizes a ZeroGPU reservation from, at request time."""
+
+    def __init__(self, cache: TranslatorCache) -> None:
+        self._cache = cache
+
+    def _all(self) -> dict[str, ModelSpec]:
+        seen = {key: spec for key, spec in self._cache.custom_specs() if isinstance(spec, ModelSpec)}
+        return {**seen, **self._cache.specs}
+
+    def __getitem__(self, model_id: str) -> ModelSpec:
+        return self._all()[model_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 # --- conversions -------------------------------------------------------------------------------------------------
@@ -311,6 +422,8 @@ def _user_errors(model_id: str | None = None) -> Iterator[None]:
         raise gr.Error(f"The image is too large: {exc}") from exc
     except InvalidImageError as exc:
         raise gr.Error(f"This is not a readable image: {exc}") from exc
+    except UnsupportedModelError as exc:  # a custom model we will not load: the message says why and what to do
+        raise gr.Error(str(exc)) from exc
     except WeightsError as exc:
         raise gr.Error(f"Model {model_id} is unavailable (its weights file cannot be used); pick another model. "
                        f"Details: {exc}") from exc
@@ -342,7 +455,9 @@ class Studio:
         return self.cache.specs
 
     def choices(self, task: str) -> list[tuple[str, str]]:
-        return [(spec.title, spec.id) for spec in self.specs.values() if spec.task == task]
+        """The task's offered models as (title, id), then the custom entry when custom models are on."""
+        offered = [(spec.title, spec.id) for spec in self.specs.values() if spec.task == task]
+        return offered + ([(CUSTOM_LABEL, CUSTOM_CHOICE)] if self.config.custom_models else [])
 
     def default_model(self, task: str) -> str | None:
         ids = [spec.id for spec in self.specs.values() if spec.task == task]
@@ -352,13 +467,28 @@ class Studio:
             ids = bundled + [i for i in ids if i not in bundled]
         return ids[0] if ids else None
 
-    def _translator(self, model_id: str, task: str, progress: gr.Progress) -> Translator:
-        spec = self.cache.spec(model_id)
+    @contextmanager
+    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
+               ) -> Iterator[Translator]:
+        """The translator `model` names, held loaded for the block: an offered id, a Hub id, or (model "custom")
+        the uploaded `weights_file` (the file drop's file_types refuse other suffixes). Visitors' text never
+        reaches this machine's files; uploads are local."""
+        if model == CUSTOM_CHOICE:
+            if not self.config.custom_models:
+                self.cache.spec(CUSTOM_CHOICE)  # raises the switched-off message
+            if not weights_file:
+                raise gr.Error("Custom model: type a Hub id (owner/name[/file.pth][@revision][#network]) or drop a "
+                               "weights file")
+            spec = self.cache.spec(str(weights_file), allow_local=True)
+        else:
+            spec = self.cache.spec(model or "")
         if spec.task != task:
-            raise gr.Error(f"{model_id} is a {spec.task} model; choose one of: "
-                           f"{', '.join(i for _, i in self.choices(task))}")
+            offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
+            raise gr.Error(f"{_shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
+                           + (f", or a custom {task} model" if self.config.custom_models else ""))
         progress(0, desc=f"Loading {spec.title}")
-        return self.cache.get(model_id)
+        with self.cache.use(spec) as translator:
+            yield translator
 
     def _info(self, requested: str, translator: Translator, seconds: float, result: Image.Image) -> str:
         spec, backend, source = translator.spec, translator.backend, translator.source
@@ -368,7 +498,9 @@ class Studio:
             origin += f" ({source.hub.repo_id})"
         # int8/fp16 trade a little accuracy (>= 40 dB PSNR vs fp32, checked at export): say so
         runtime = backend.name if backend.precision == "fp32" else f"{backend.name} {backend.precision}"
-        line = (f"**{spec.title}** (`{spec.id}`) · {runtime} on {backend.device} · {seconds:.2f} s · "
+        if requested == CUSTOM_CHOICE:  # an upload: the spec is the file
+            requested = spec.id
+        line = (f"**{spec.title}** (`{_shown(spec.id)}`) · {runtime} on {backend.device} · {seconds:.2f} s · "
                 f"{size[0]}×{size[1]} px · weights: {origin}")
         if translator.fallback_reason is not None:
             line += f"\n\n⚠️ {translator.fallback_reason}"
@@ -401,22 +533,25 @@ class Studio:
     # --- handlers (their names and docstrings are the API and MCP descriptions) -----------------------------------
 
     def style_transfer(
-        self, image: str | None, style: str, output_size: str = "original", progress: gr.Progress = gr.Progress()
+        self, image: str | None, style: str, output_size: str = "original", weights_file: str | None = None,
+        progress: gr.Progress = gr.Progress(),
     ) -> tuple[str, str]:
         """Repaint a photo in another style with a CycleGAN generator.
 
         Args:
             image: the photo (any size; alpha, grayscale and 16-bit are kept).
-            style: a style model id (see /models, task "style").
+            style: a style model id (see /models, task "style"), a Hugging Face Hub id of a CycleGAN generator
+                (owner/name[/file.pth][@revision][#network][?range=0,1]), or "custom" with `weights_file`.
             output_size: "original" (capped at the app's size limit), "512" or "256" (short side in pixels).
+            weights_file: a generator weights file (.safetensors, .pth, ...), used when `style` is "custom".
 
         Returns:
             The restyled image (PNG) and an info line: model, backend, device, time, weights source.
         """
         if image is None:
             raise gr.Error("Upload a photo first")
-        with _user_errors(style):
-            translator = self._translator(style, "style", progress)
+        named = _named(style, weights_file)
+        with _user_errors(named), self._model(style, "style", progress, weights_file) as translator:
             start = time.perf_counter()
             img = imaging.load_image(image, max_pixels=self.config.max_input_pixels)
             if output_size in (None, "", "original"):
@@ -427,20 +562,23 @@ class Studio:
                 raise gr.Error(f"output_size must be original, 512 or 256, not {output_size!r}")
             result = translator(img, progress=_progress_callback(progress))
             seconds = time.perf_counter() - start
-        preview = self._write_png(for_display(result), f"{Path(str(image)).stem}_{translator.spec.id}")
+        preview = self._write_png(for_display(result), f"{Path(str(image)).stem}_{file_safe_name(translator.spec.id)}")
         return preview, self._info(style, translator, seconds, result)
 
     def sketch_to_photo(
-        self, sketch: dict | None, model: str, fit_to_model: bool = True, progress: gr.Progress = gr.Progress()
+        self, sketch: dict | None, model: str, fit_to_model: bool = True, weights_file: str | None = None,
+        progress: gr.Progress = gr.Progress(),
     ) -> tuple[str, str]:
         """Turn a sketch (black strokes on white) or an edge map into a photo with a Pix2Pix generator.
 
         Args:
             sketch: the canvas value {"background", "layers", "composite"}; the composite (else the background)
                 is used, so API callers may send {"background": <image file>, "layers": [], "composite": None}.
-            model: a sketch-to-photo model id (see /models, task "sketch2photo").
+            model: a sketch-to-photo model id (see /models, task "sketch2photo"), a Hugging Face Hub id of a Pix2Pix
+                generator, or "custom" with `weights_file`.
             fit_to_model: resize the drawing so its short side is the model's training size (256 px), the long side
                 at most 4 times that.
+            weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
         Returns:
             The generated photo (PNG) and an info line.
@@ -452,19 +590,19 @@ class Studio:
             drawing = sketch
         if drawing is None:
             raise gr.Error(EMPTY_CANVAS_MESSAGE)
-        with _user_errors(model):
+        with _user_errors(_named(model, weights_file)):
             img = imaging.load_image(drawing, max_pixels=self.config.max_input_pixels)
             gray = np.asarray(img.convert("L"))
             if int(gray.max()) - int(gray.min()) < 8:  # a blank (uniform) canvas or upload
                 raise gr.Error(EMPTY_CANVAS_MESSAGE)
-            translator = self._translator(model, "sketch2photo", progress)
-            start = time.perf_counter()
-            size = translator.spec.input_size
-            if fit_to_model and size:
-                img = _resize_short_side(img.convert("RGB"), size)
-            result = translator(img, progress=_progress_callback(progress))
-            seconds = time.perf_counter() - start
-        preview = self._write_png(for_display(result), f"sketch_{translator.spec.id}")
+            with self._model(model, "sketch2photo", progress, weights_file) as translator:
+                start = time.perf_counter()
+                size = translator.spec.input_size
+                if fit_to_model and size:
+                    img = _resize_short_side(img.convert("RGB"), size)
+                result = translator(img, progress=_progress_callback(progress))
+                seconds = time.perf_counter() - start
+        preview = self._write_png(for_display(result), f"sketch_{file_safe_name(translator.spec.id)}")
         return preview, self._info(model, translator, seconds, result)
 
     def edges_from_photo(self, photo: str | None, model: str) -> dict:
@@ -483,15 +621,18 @@ class Studio:
         model: str,
         outscale: int = 4,
         tile: str = "auto",
+        weights_file: str | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[tuple[str, str], str, str]:
         """Upscale an image with an SRGAN-family generator; alpha, grayscale, 16-bit, ICC and EXIF are kept.
 
         Args:
             image: the image to upscale (at most the app's upscale pixel limit).
-            model: an upscale model id (see /models, task "upscale").
+            model: an upscale model id (see /models, task "upscale"), a Hugging Face Hub id of a super-resolution
+                generator (e.g. owner/name/RealESRGAN_x4plus.pth), or "custom" with `weights_file`.
             outscale: 2, 3 or 4: the result is exactly this many times the input size.
             tile: "auto", "none" or a tile size in input pixels ("128", "256", "512").
+            weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
         Returns:
             (before, after) preview pair (8-bit, long side capped), the lossless full-size PNG file, an info line.
@@ -505,8 +646,8 @@ class Studio:
         if not 1 <= scale <= 8:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
         tile_arg = _parse_tile(tile)
-        with _user_errors(model):
-            translator = self._translator(model, "upscale", progress)
+        named = _named(model, weights_file)
+        with _user_errors(named), self._model(model, "upscale", progress, weights_file) as translator:
             start = time.perf_counter()
             source = imaging.load_image(image, max_pixels=self.config.max_upscale_pixels)
             result = translator(source, tile=tile_arg, outscale=scale, progress=_progress_callback(progress),
@@ -519,29 +660,21 @@ class Studio:
         return previews, path, self._info(model, translator, seconds, result)
 
     def models(self) -> list[dict[str, Any]]:
-        """Every model the app offers: id, title, task, bundled, available, status, hub repo, licence.
+        """Every model the app offers, then the custom models tried lately: id, title, task, custom, family,
+        arch, bundled, available, status, hub repo, licence.
 
         Returns:
             A JSON list; "available" is false for models whose weights failed to load (the reason is in "status").
+            Custom rows say what was detected ("family", "arch"); one that could not be resolved has only its id,
+            "available": false and the reason.
         """
-        rows = []
-        for spec in self.specs.values():
-            available, status = self.cache.status(spec.id)
-            rows.append({
-                "id": spec.id,
-                "title": spec.title,
-                "task": spec.task,
-                "bundled": spec.is_bundled,
-                "available": available,
-                "status": status,
-                "hub_repo": spec.repo_id,
-                "hub_file": spec.filename,
-                "revision": spec.revision,
-                "fallback": spec.fallback,
-                "scale": spec.scale,
-                "input_size": spec.input_size,
-                "licence": spec.licence,
-            })
+        rows = [_model_row(spec, *self.cache.status(spec), custom=False) for spec in self.specs.values()]
+        for model_id, spec in self.cache.custom_specs():
+            if isinstance(spec, ModelSpec):
+                rows.append(_model_row(spec, *self.cache.status(spec), custom=True))
+            else:
+                rows.append({"id": _shown(model_id), "custom": True, "available": False,
+                             "status": f"unavailable: {first_line(spec)}"})
         return rows
 
     def runtime(self) -> str:
@@ -554,15 +687,58 @@ class Studio:
                            for s in self.specs.values()})
         hub = ("offline (HF_HUB_OFFLINE=1): bundled models only" if hub_offline()
                else "online: Hub models download on first use")
+        caches = f"Hub `{hub_cache_dir()}` · ONNX `{self.config.onnx_cache or user_cache_dir() / 'onnx'}`"
+        custom = (f"on (Hub ids and uploads up to {upload_weights_mb(self.config)} MB; downloads up to "
+                  f"{self.config.max_weights_mb} MB)" if self.config.custom_models
+                  else f"off ({custom_switch}=0)")
         return (f"**Backend:** {self.config.backend} → {', '.join(backends)} · **Device:** {self.config.device} → "
-                f"{device} · **Hub:** {hub} · **Model runs at once:** {self.config.concurrency}")
+                f"{device} · **Hub:** {hub} · **Model runs at once:** {self.config.concurrency} · "
+                f"**Models kept loaded:** {self.config.max_models} · **Custom models:** {custom} · "
+                f"**Caches:** {caches}")
+
+
+def _model_row(spec: ModelSpec, available: bool, status: str, *, custom: bool) -> dict[str, Any]:
+    return {
+        "id": _shown(spec.id),
+        "title": spec.title,
+        "task": spec.task,
+        "custom": custom,
+        # custom specs describe themselves as "<detected family>: <numbers read from the file>"
+        "family": spec.description.partition(": ")[0] if custom else None,
+        "arch": spec.arch,
+        "bundled": spec.is_bundled,
+        "available": available,
+        "status": status,
+        "hub_repo": spec.repo_id,
+        "hub_file": spec.filename,
+        "revision": spec.revision,
+        "fallback": spec.fallback,
+        "scale": spec.scale,
+        "input_size": spec.input_size,
+        "licence": spec.licence,
+    }
+
+
+def _named(model: str | None, weights_file: str | None) -> str | None:
+    """What a request's model is called in messages: the uploaded file's name for the custom entry."""
+    return _shown(str(weights_file)) if model == CUSTOM_CHOICE and weights_file else model
+
+
+def _shown(model_id: str) -> str:
+    """A model id as users see it: an uploaded file by its name, not the server's temporary path."""
+    return Path(model_id).name if Path(model_id).is_absolute() else model_id
 
 
 def models_table(rows: list[dict[str, Any]] | None) -> str:
     """Markdown table of the /models rows for the Settings panel."""
     lines = ["| model | task | weights | status |", "|---|---|---|---|"]
     for row in rows or []:
+        if "title" not in row:  # a custom id that could not be resolved
+            lines.append(f"| custom: `{row['id']}` | | | {row['status']} |")
+            continue
         where = "bundled" if row["bundled"] else f"Hub: `{row['hub_repo']}`" if row["hub_repo"] else "local file"
+        if row["custom"]:
+            where = f"custom, {row['family']} · {where}"
         lines.append(f"| {row['title']} (`{row['id']}`) | {row['task']} | {where} | {row['status']} |")
     return "\n".join(lines)
 
@@ -578,6 +754,37 @@ def _canvas_example(path: Path) -> dict[str, Any] | None:
     return {"background": str(path), "layers": [], "composite": str(path)} if path.is_file() else None
 
 
+def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tuple[gr.Dropdown, gr.File]:
+    """A tab's model dropdown and, behind its "Custom model…" entry, a Hub id field and a weights-file drop.
+
+    The dropdown accepts any value so that API callers can pass a Hub id as `model`; in the browser the run
+    button's js puts the typed id in the entry's place (`_custom_id_js`). The file drop is the handler's
+    `weights_file` argument.
+    """
+    custom = studio.config.custom_models
+    dropdown = gr.Dropdown(studio.choices(task), value=studio.default_model(task), label=label,
+                           allow_custom_value=True, elem_id=f"{prefix}-model")
+    with gr.Group(visible=False) as group:
+        gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
+                   placeholder="owner/name[/file.pth][@revision][#network][?range=0,1]")
+        weights = gr.File(label=f"…or drop a weights file (up to {upload_weights_mb(studio.config)} MB)",
+                          file_types=list(WEIGHTS_SUFFIXES), type="filepath", height=110,
+                          elem_id=f"{prefix}-custom-file")
+    if custom:
+        dropdown.change(lambda choice: gr.Group(visible=choice == CUSTOM_CHOICE), dropdown, group,
+                        api_visibility="private", queue=False)
+    return dropdown, weights
+
+
+def _custom_id_js(prefix: str) -> str:
+    """Browser code run before a model handler: with "Custom model…" chosen, no file dropped and an id typed, the
+    typed id becomes the `model` argument (inputs: image, model, ..., weights file)."""
+    return (f"(...args) => {{ const box = document.querySelector('#{prefix}-custom-id textarea, "
+            f"#{prefix}-custom-id input'); const typed = box ? box.value.trim() : ''; "
+            f"if (args[1] === '{CUSTOM_CHOICE}' && !args[args.length - 1] && typed) args[1] = typed; "
+            "return args; }")
+
+
 def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings | None = None) -> gr.Blocks:
     """The whole app: three task tabs and a Settings panel; the queue is set up here with explicit concurrency.
 
@@ -588,6 +795,9 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
     config = config or Settings.from_env()
     studio = Studio(specs=SPECS if specs is None else specs, config=config)
     heavy = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
+    # A custom id is sized once it has been resolved; before that (its first call, or an upload) the duration
+    # functions fall back to their base reservation.
+    durations = deploy.gpu_durations(studio.cache.known_specs(), max_style_side=config.max_style_side)
     light = {"concurrency_limit": None, "api_visibility": "private"}
 
     with gr.Blocks(title="GAN Image Studio", delete_cache=(3600, 3600)) as demo:
@@ -599,8 +809,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                     with gr.Column():
                         style_in = ImageInput(label="Photo", type="filepath", image_mode=None, format="png",
                                               sources=["upload", "clipboard"])
-                        style_model = gr.Dropdown(studio.choices("style"), value=studio.default_model("style"),
-                                                  label="Style")
+                        style_model, style_weights = _model_picker(studio, "style", label="Style", prefix="style")
                         style_size = gr.Radio(STYLE_SIZES, value="original", label="Output size")
                         style_btn = gr.Button("Apply style", variant="primary")
                     with gr.Column():
@@ -624,8 +833,8 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                             layers=False, transforms=(), elem_id="sketch-canvas",
                         )
                         canvas.max_pixels = config.max_input_pixels
-                        sketch_model = gr.Dropdown(studio.choices("sketch2photo"),
-                                                   value=studio.default_model("sketch2photo"), label="Model")
+                        sketch_model, sketch_weights = _model_picker(studio, "sketch2photo", label="Model",
+                                                                     prefix="sketch")
                         sketch_fit = gr.Checkbox(True, label="Resize to the model's training size")
                         sketch_btn = gr.Button("Make photo", variant="primary", elem_id="sketch-run")
                         with gr.Accordion("Edges from a photo", open=False):
@@ -648,8 +857,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                     with gr.Column():
                         up_in = ImageInput(label="Image", type="filepath", image_mode=None, format="png",
                                            sources=["upload", "clipboard"], elem_id="upscale-input")
-                        up_model = gr.Dropdown(studio.choices("upscale"), value=studio.default_model("upscale"),
-                                               label="Model")
+                        up_model, up_weights = _model_picker(studio, "upscale", label="Model", prefix="upscale")
                         with gr.Row():
                             up_scale = gr.Radio([2, 3, 4], value=4, label="Output scale")
                             up_tile = gr.Dropdown(TILE_CHOICES, value="auto", label="Tile size")
@@ -669,14 +877,17 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
             with gr.Accordion("/models as JSON", open=False):
                 models_json = gr.JSON(label="Models")
 
-        style_btn.click(studio.style_transfer, [style_in, style_model, style_size], [style_out, style_info],
-                        api_name="style_transfer", **heavy)
-        sketch_btn.click(studio.sketch_to_photo, [canvas, sketch_model, sketch_fit], [sketch_out, sketch_info],
-                         api_name="sketch_to_photo", **heavy)
+        style_btn.click(deploy.gpu(studio.style_transfer, duration=durations["style_transfer"]),
+                        [style_in, style_model, style_size, style_weights], [style_out, style_info],
+                        api_name="style_transfer", js=_custom_id_js("style"), **heavy)
+        sketch_btn.click(deploy.gpu(studio.sketch_to_photo, duration=durations["sketch_to_photo"]),
+                         [canvas, sketch_model, sketch_fit, sketch_weights], [sketch_out, sketch_info],
+                         api_name="sketch_to_photo", js=_custom_id_js("sketch"), **heavy)
         edge_btn.click(studio.edges_from_photo, [edge_photo, sketch_model], canvas, api_name="edges_from_photo",
                        **light)
-        up_btn.click(studio.upscale, [up_in, up_model, up_scale, up_tile], [up_slider, up_file, up_info],
-                     api_name="upscale", **heavy)
+        up_btn.click(deploy.gpu(studio.upscale, duration=durations["upscale"]),
+                     [up_in, up_model, up_scale, up_tile, up_weights], [up_slider, up_file, up_info],
+                     api_name="upscale", js=_custom_id_js("upscale"), **heavy)
         models_btn.click(studio.models, None, models_json, api_name="models", concurrency_limit=None).then(
             models_table, models_json, models_md, api_name="models_table", **light)
         demo.load(studio.runtime, None, runtime_md, api_name="runtime", **light).then(
@@ -685,6 +896,13 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
 
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
     return demo
+
+
+def upload_weights_mb(config: Settings) -> int:
+    """The largest weights file a visitor may upload: max_weights_mb within launch's upload cap (0: custom models
+    off)."""
+    return min(config.max_weights_mb, _parse_file_size(config.max_file_size) // (1024 * 1024)) \
+        if config.custom_models else 0
 
 
 def launch_options(config: Settings) -> dict[str, Any]:
@@ -705,10 +923,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    for name, folder in deploy.use_persistent_storage().items():  # before any Hub access or cache read
+        logger.info("persistent storage: %s=%s", name, folder)
     try:
         config = Settings.from_env()
     except GanModelsError as exc:
         parser.error(str(exc))
+    # This imports `spaces` before CUDA is touched, as ZeroGPU requires.
+    if overrides := deploy.zerogpu_overrides():
+        config = config.replace(**overrides)
     if args.mcp:
         config = config.replace(mcp=True)
     if config.mcp and importlib.util.find_spec("mcp") is None:

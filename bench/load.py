@@ -283,7 +283,7 @@ def serve(models: Path, *, port: int, concurrency: int, queue_size: int, stats_f
     from gan_models.specs import spec_from_config
 
     specs = {s.id: s for s in (spec_from_config(p) for p in sorted(models.iterdir()) if p.is_dir())}
-    config = app.AppConfig.from_env({**os.environ, "GAN_STUDIO_CONCURRENCY": str(concurrency),
+    config = app.Settings.from_env({**os.environ, "GAN_STUDIO_CONCURRENCY": str(concurrency),
                                      "GAN_STUDIO_QUEUE_SIZE": str(queue_size)})
     if config.threads:
         import torch

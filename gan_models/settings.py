@@ -67,7 +67,9 @@ class Settings:
         concurrency: model runs at once across all tabs (GAN_STUDIO_CONCURRENCY); more than the CPU cores
             only makes every request slower.
         queue_size: waiting requests before new ones are refused (GAN_STUDIO_QUEUE_SIZE).
-        max_file_size: upload cap passed to launch() (GAN_STUDIO_MAX_FILE_SIZE, e.g. "25mb").
+        max_file_size: upload cap passed to launch(), for images and weights files alike (GAN_STUDIO_MAX_FILE_SIZE,
+            e.g. "25mb"); the default lets common generator files through (pix2pix 218 MB, Real-ESRGAN 67 MB), and
+            decoded images stay bounded by the pixel limits below.
         max_input_pixels: decoded-size guard for style and sketch inputs (GAN_STUDIO_MAX_PIXELS).
         max_upscale_pixels: input cap for upscaling: the x4 result has 16x as many pixels
             (GAN_STUDIO_MAX_UPSCALE_PIXELS).
@@ -92,7 +94,7 @@ class Settings:
     device: str = "auto"
     concurrency: int = 2
     queue_size: int = 32
-    max_file_size: str = "25mb"
+    max_file_size: str = "256mb"
     max_input_pixels: int = 50_000_000
     max_upscale_pixels: int = 4_000_000
     max_style_side: int = 1024

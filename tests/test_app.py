@@ -174,8 +174,9 @@ def test_upscale_sizes_and_modes(client, files, name, outscale, tile, mode, size
         ("big", "tiny-upscale", "too large"),
         ("rgb", "broken-upscale", "broken-upscale is unavailable"),
         ("rgb", "hub-upscale", "hub-upscale is unavailable"),
-        ("rgb", "no-such-model", "no-such-model is not in the list of choices"),
-        ("rgb", "tiny-style", "tiny-style is not in the list of choices"),
+        ("rgb", "no-such-model", "unknown model 'no-such-model'; choose one of: .*; or give a Hub id"),
+        ("rgb", "tiny-style", "tiny-style is a style model, not for upscale; choose one of: tiny-upscale, "),
+        ("rgb", "/etc/passwd", "local files are not accepted here"),
     ],
 )
 def test_bad_requests_get_plain_messages_and_the_server_keeps_serving(client, files, name, model, message):
@@ -230,7 +231,7 @@ def test_cache_shares_one_fallback_model_and_remembers_failures(tmp_path, offlin
     assert hub.backend is own.backend  # one copy of the fallback model serves both
     assert hub.spec.id == own.spec.id == "tiny-style" and own.fallback_reason is None
     assert hub.fell_back and "Hub unreachable for hub-style" in hub.fallback_reason
-    assert cache.status("hub-style") == (True, f"fallback: {hub.fallback_reason}")
+    assert cache.status(cache.specs["hub-style"]) == (True, f"fallback: {hub.fallback_reason}")
 
     with pytest.raises(WeightsUnavailableError, match="hub-upscale") as info:
         cache.get("hub-upscale")

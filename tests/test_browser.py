@@ -17,6 +17,7 @@ from gan_models.errors import first_line
 
 from .conftest import app_settings
 from .test_app import build_app_models, serve
+from .test_app_custom import UPSCALE_ID, write_hub_models
 
 pytestmark = pytest.mark.browser
 
@@ -44,6 +45,7 @@ def browser() -> Iterator[object]:
 @pytest.fixture(scope="module")
 def url(tmp_path_factory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("browser_server")
+    write_hub_models(root / "hf" / "hub")
     with serve(build_app_models(root / "models"), app_settings(concurrency=2), root / "hf") as address:
         yield address
 
@@ -109,3 +111,20 @@ def test_empty_canvas_shows_the_error(page):
     page.locator("#sketch-canvas canvas").first.wait_for()
     page.locator("#sketch-run").click()
     page.get_by_text("The canvas is empty").first.wait_for()
+
+
+def test_custom_model_by_hub_id_upscales(page):
+    page.get_by_role("tab", name="Upscale").click()
+    page.locator("#upscale-input input[type=file]").set_input_files(str(EXAMPLES / "logo_rgba.png"))
+    page.locator("#upscale-input img").first.wait_for()
+    assert not page.locator("#upscale-custom-id").is_visible()  # hidden until the custom entry is chosen
+    page.locator("#upscale-model input").click()
+    page.get_by_role("option", name="Custom model…").click()
+    page.locator("#upscale-custom-id textarea, #upscale-custom-id input").first.fill(UPSCALE_ID)
+    assert page.locator("#upscale-custom-file").is_visible()
+    page.locator("#upscale-run").click()
+    page.locator("#upscale-info").get_by_text(UPSCALE_ID).wait_for()
+    _loaded_image(page, "#upscale-slider")
+    sizes = page.eval_on_selector_all("#upscale-slider img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+    assert [512, 512] in sizes  # 128 px logo, x4 by the custom ESRGAN
+    _screenshot(page, "custom-upscale")
