@@ -46,7 +46,7 @@ from gan_models import (
     imaging,
     translator_for,
 )
-from gan_models.backends import resolve_device, tune_malloc
+from gan_models.runtimes import resolve_device, tune_malloc
 
 logger = logging.getLogger("gan_studio")
 

@@ -45,10 +45,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from gan_models import imaging
 from gan_models.archs import build_arch
-from gan_models.backends import tune_malloc
 from gan_models.errors import GanModelsError
 from gan_models.evaluate import psnr, rgb_to_y, ssim
 from gan_models.files import atomic_write
+from gan_models.runtimes import tune_malloc
 from gan_models.specs import SPECS, ModelSpec, get_spec
 from gan_models.weights import build_generator, load_with_fallback, save_model_folder
 

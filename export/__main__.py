@@ -8,6 +8,7 @@
 
 Exit status: 0 when every export passed its parity check, 1 when any failed or was skipped (weights unavailable),
 2 on a usage or library error. `GAN_STUDIO_ONNX_CACHE=DIR` makes the app and CLI use the files written to DIR.
+The export code itself is the library's (gan_models/runtimes/onnx_export.py); this is only its command line.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gan_models.errors import GanModelsError, WeightsError, WeightsUnavailableError
+from gan_models.runtimes.onnx_export import OPSET, PRECISIONS, Exported, check_precision, export_model
 from gan_models.specs import SPECS, get_spec
-
-from .onnx_export import OPSET, PRECISIONS, Exported, check_precision, export_model
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .backends import tune_malloc
 from .errors import GanModelsError
+from .runtimes import tune_malloc
 from .specs import SPECS, TASKS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}

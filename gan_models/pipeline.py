@@ -18,8 +18,16 @@ import numpy as np
 from PIL import Image
 
 from . import imaging
-from .backends import Backend, BackendOutOfMemory, TorchBackend, resolve_device
-from .errors import BackendUnavailableError, GanModelsError, OnnxExportError
+from .errors import GanModelsError
+from .runtimes import (
+    Backend,
+    BackendOutOfMemory,
+    TorchBackend,
+    backend_for,
+    prepare_in_background,
+    requested_backend,
+    resolve_device,
+)
 from .specs import ModelSpec, get_spec
 from .tiling import auto_tile, run_tiled
 from .weights import LoadedModel, WeightsSource, load_with_fallback
@@ -161,79 +169,6 @@ def _cuda_free_bytes() -> int:
     return int(free * 0.5)
 
 
-BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
-BACKEND_ENV = "GAN_STUDIO_BACKEND"
-
-
-def _onnxruntime_importable() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def default_backend(spec: ModelSpec, *, device: str = "auto") -> str:
-    """The fastest backend that passes parity for `spec`: "onnx" or "torch". Cheap: reads at most one small file.
-
-    "onnx" when onnxruntime is importable and no earlier export of these weights failed its parity check (the
-    first `translator_for` exports, checks, and falls back to torch if that fails, remembering the failure).
-    GAN_STUDIO_BACKEND=torch (or onnx) overrides the choice for the whole process, e.g. in test runs that use
-    many throw-away tiny models and should not pay for an export each.
-    """
-    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
-    if forced in ("torch", "onnx"):
-        return forced
-    if forced not in ("", "auto"):
-        raise GanModelsError(f"{BACKEND_ENV}={forced!r}; choose one of: {', '.join(BACKENDS)}")
-    if not _onnxruntime_importable():
-        return "torch"
-    try:
-        from export.onnx_export import recorded_auto_ok
-    except ImportError:  # the exporter ships with the repository, not with a bare copy of gan_models
-        return "torch"
-    onnx_device = "cuda" if device == "cuda" else "cpu"
-    if device == "auto":
-        import onnxruntime
-
-        onnx_device = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
-    return "torch" if recorded_auto_ok(spec, onnx_device) is False else "onnx"
-
-
-def onnx_backend_for(
-    loaded: LoadedModel, *, device: str = "auto", threads: int | None = None, precision: str | None = None
-) -> Backend:
-    """An OnnxBackend for a loaded model: its export from the cache (GAN_STUDIO_ONNX_CACHE), made on first use.
-
-    precision None picks the fastest export that passes (int8 on CPU, fp16 on CUDA, else fp32; see
-    `export.onnx_export.choose_precision`); "fp32", "fp16" or "int8" asks for one.
-
-    Raises:
-        BackendUnavailableError: onnxruntime or the exporter is missing, no CUDA provider, unsupported precision.
-        OnnxExportError: the export failed or did not match PyTorch.
-    """
-    from .backends import OnnxBackend, import_onnxruntime, onnx_device
-
-    import_onnxruntime()
-    try:
-        from export.onnx_export import cache_dir, check_precision, choose_precision, export_model
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"the ONNX exporter (the repository's export/ package) cannot be imported: {exc}"
-        ) from exc
-    runtime_device = onnx_device(device)
-    spec = loaded.spec
-    if precision is None:
-        chosen = choose_precision(spec, loaded.module, loaded.source, device=runtime_device, threads=threads)
-    else:
-        check_precision(precision)
-        chosen = export_model(spec, cache_dir(), precisions=(precision,), module=loaded.module,
-                              source=loaded.source)[0]
-        if not chosen.passed:
-            raise OnnxExportError(f"{spec.id} {precision}: {chosen.failure}")
-    return OnnxBackend(chosen.onnx_path, device=runtime_device, threads=threads, precision=chosen.precision)
-
-
 def translator_for(
     spec_or_id: ModelSpec | str,
     *,
@@ -242,24 +177,27 @@ def translator_for(
     threads: int | None = None,
     allow_fallback: bool = True,
     precision: str | None = None,
+    background: bool = True,
 ) -> Translator:
     """Load a model and wrap it in a Translator: the one-call entry point for the CLI and the app.
 
     Parameters:
-        backend: "auto" (the fastest that passes parity, see `default_backend`; falls back to torch, with a
-            logged warning, when the ONNX export cannot be made), "torch" (plain PyTorch) or "onnx" (errors
-            are raised, not hidden).
+        backend: "auto" (the fastest runtime that keeps quality, picked by the tournament in
+            `gan_models.runtimes`; torch when that fails, with a logged warning), or a runtime: "torch",
+            "onnxruntime" (alias "onnx"), ... (errors are raised, not hidden).
         device: "auto", "cpu" or "cuda".
         threads: CPU threads for either backend (None: torch's setting).
         allow_fallback: a Hub model that cannot be downloaded is replaced by its bundled fallback, and
             `translator.source.note` says so.
-        precision: ONNX only: None (fastest that passes), "fp32", "fp16" or "int8".
+        precision: with a runtime other than torch: None (its fastest that passes) or one it offers.
+        background: with "auto": return at once on torch and switch `translator.backend` to the chosen runtime
+            when a background worker has exported and timed it (a request already running keeps its backend).
+            False chooses before returning (exports and times on first use of these weights).
 
     Raises:
-        GanModelsError: unknown backend; BackendUnavailableError / OnnxExportError for backend="onnx".
+        GanModelsError: unknown backend; BackendUnavailableError / OnnxExportError for a named runtime.
     """
-    if backend not in BACKENDS:
-        raise GanModelsError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    name = requested_backend(backend)
     spec = get_spec(spec_or_id) if isinstance(spec_or_id, str) else spec_or_id
     if allow_fallback:
         loaded = load_with_fallback(spec)
@@ -268,17 +206,13 @@ def translator_for(
 
         module, source = load_generator_with_source(spec)
         loaded = LoadedModel(spec=spec, module=module, source=source)
-    name = default_backend(loaded.spec, device=device) if backend == "auto" else backend
     if precision is not None and name == "torch" and precision != "fp32":
         raise GanModelsError(f"precision {precision!r} is for the onnx backend; the torch backend runs fp32")
-    runner: Backend | None = None
-    if name == "onnx":
-        try:
-            runner = onnx_backend_for(loaded, device=device, threads=threads, precision=precision)
-        except (BackendUnavailableError, OnnxExportError) as exc:
-            if backend != "auto":
-                raise
-            logger.warning("%s: ONNX backend unavailable, using torch: %s", loaded.spec.id, exc)
-    if runner is None:
-        runner = TorchBackend(loaded.module, device=resolve_device(device), threads=threads)
+    if name == "auto" and background:
+        translator = Translator(loaded.spec, TorchBackend(loaded.module, device=resolve_device(device),
+                                                          threads=threads), source=loaded.source)
+        prepare_in_background(loaded, device=device, threads=threads,
+                              on_ready=lambda chosen: setattr(translator, "backend", chosen))
+        return translator
+    runner = backend_for(loaded, name, device=device, threads=threads, precision=precision)
     return Translator(loaded.spec, runner, source=loaded.source)

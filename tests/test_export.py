@@ -12,12 +12,13 @@ import shutil
 import sys
 import threading
 
+import export.onnx_export as ox
 import numpy as np
 import onnx
 import pytest
 import torch
+from gan_models.backends import BackendOutOfMemory, clear_session_cache
 
-import export.onnx_export as ox
 from export.__main__ import main as export_main
 from gan_models import (
     BackendUnavailableError,
@@ -29,7 +30,6 @@ from gan_models import (
     default_backend,
     translator_for,
 )
-from gan_models.backends import BackendOutOfMemory, clear_session_cache
 from gan_models.cli import main as cli_main
 from gan_models.specs import ModelSpec
 from gan_models.weights import build_generator, load_generator, save_model_folder
