@@ -1,4 +1,4 @@
-"""ONNX export and the onnx backend: checker, parity through the Translator, sidecars, cache, fallbacks, threads.
+"""ONNX export and the onnxruntime backend: checker, parity through the Translator, sidecars, cache, fallbacks, threads.
 
 Every export here goes to a temporary GAN_STUDIO_ONNX_CACHE. The tiny models export once per module (the
 `exported` fixture); tests that need a fresh export use the smallest net. Large architectures are `slow`.
@@ -12,13 +12,12 @@ import shutil
 import sys
 import threading
 
-import export.onnx_export as ox
 import numpy as np
 import onnx
 import pytest
 import torch
-from gan_models.backends import BackendOutOfMemory, clear_session_cache
 
+import gan_models.runtimes.onnx_export as ox
 from export.__main__ import main as export_main
 from gan_models import (
     BackendUnavailableError,
@@ -31,8 +30,10 @@ from gan_models import (
     translator_for,
 )
 from gan_models.cli import main as cli_main
+from gan_models.runtimes import BackendOutOfMemory, clear_session_cache
+from gan_models.runtimes import tournament as tn
 from gan_models.specs import ModelSpec
-from gan_models.weights import build_generator, load_generator, save_model_folder
+from gan_models.weights import build_generator, load_generator, load_generator_with_source, save_model_folder
 
 from .conftest import (
     REPO,
@@ -167,33 +168,35 @@ def test_sessions_are_shared_per_file(exported):
     assert a._session is b._session and c._session is not a._session
 
 
-def test_auto_uses_onnx_and_reuses_the_cache(exported, tiny_specs, onnx_cache):
+def test_auto_picks_by_tournament_and_reuses_the_cache(exported, tiny_specs, onnx_cache):
     spec = tiny_specs["upscale"]
-    assert default_backend(spec) == "onnx"
-    translator = translator_for(spec, backend="auto", device="cpu")
-    assert translator.backend.name == "onnxruntime" and translator.backend.precision in ("fp32", "int8")
-    choice = json.loads(ox.auto_choice_path(onnx_cache, spec, "cpu").read_text())
-    assert choice["selected"] == translator.backend.precision and "reason" in choice
+    translator = translator_for(spec, backend="auto", device="cpu", background=False)
+    record = json.loads(tn.record_path(onnx_cache, spec, "cpu").read_text())
+    chosen = record["chosen"]
+    assert (translator.backend.name, translator.backend.precision) == (chosen["runtime"], chosen["precision"])
+    verdicts = {(c["runtime"], c["precision"]): c["verdict"] for c in record["candidates"]}
+    assert verdicts[(chosen["runtime"], chosen["precision"])] == tn.CHOSEN
+    assert verdicts[("onnxruntime", "fp16")] == "not available on this CPU"
+    assert default_backend(spec) == chosen["runtime"]
     before = {p: p.stat().st_mtime_ns for p in ox.model_dir(onnx_cache, spec).glob("*.onnx")}
-    again = translator_for(spec, backend="onnx", device="cpu")
-    assert again.backend.precision == translator.backend.precision
+    again = translator_for(spec, backend="onnx", device="cpu")  # onnxruntime's own best: the same exports
+    assert again.backend.name == "onnxruntime" and again.backend.precision in ("fp32", "int8")
     assert {p: p.stat().st_mtime_ns for p in ox.model_dir(onnx_cache, spec).glob("*.onnx")} == before
-    assert default_backend(spec) == "onnx"
 
 
 def test_auto_choice_made_with_an_older_recipe_is_made_again(exported, tiny_specs, onnx_cache):
     spec = tiny_specs["style"]
-    translator_for(spec, backend="auto", device="cpu")
-    path = ox.auto_choice_path(onnx_cache, spec, "cpu")
-    choice = json.loads(path.read_text())
-    assert choice["recipes"] == {"fp32": ox.RECIPES["fp32"], "int8": ox.RECIPES["int8"]}
-    stale = dict(choice, recipes={"fp32": ox.RECIPES["fp32"], "int8": ox.RECIPES["int8"] - 1},
-                 selected="fp32", reason="judged with an older int8")
-    path.write_text(json.dumps(stale))
     module = load_generator(spec)
-    ox.choose_precision(spec, module, None, device="cpu", root=onnx_cache)
-    again = json.loads(path.read_text())
-    assert again["recipes"] == choice["recipes"] and again["reason"] != "judged with an older int8"
+    source = load_generator_with_source(spec)[1]
+    first = tn.run_tournament(spec, module, source, device="cpu", root=onnx_cache)
+    assert tn.run_tournament(spec, module, source, device="cpu", root=onnx_cache).reused
+    assert first.record["key"]["recipes"]["onnx int8"] == ox.RECIPES["int8"]
+    stale = json.loads(first.record_path.read_text())
+    stale["key"]["recipes"]["onnx int8"] -= 1
+    stale["chosen"] = {"runtime": "torch", "precision": "fp32"}
+    first.record_path.write_text(json.dumps(stale))
+    again = tn.run_tournament(spec, module, source, device="cpu", root=onnx_cache)
+    assert not again.reused and again.record["key"] == first.record["key"]
 
 
 def test_changed_weights_file_re_exports(tmp_path, monkeypatch):
@@ -219,7 +222,7 @@ def test_default_backend_is_torch_without_onnxruntime(tiny_specs, monkeypatch):
     monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
     spec = tiny_specs["upscale"]
     assert default_backend(spec) == "torch"
-    assert translator_for(spec, backend="auto", device="cpu").backend.name == "torch"
+    assert translator_for(spec, backend="auto", device="cpu", background=False).backend.name == "torch"
     with pytest.raises(BackendUnavailableError, match="onnxruntime"):
         translator_for(spec, backend="onnx", device="cpu")
 
@@ -234,19 +237,27 @@ def test_env_var_forces_a_backend(tiny_specs, monkeypatch):
         default_backend(spec)
 
 
-def test_export_failure_falls_back_for_auto_and_raises_for_onnx(tmp_path, monkeypatch, caplog):
+def test_export_failure_is_a_verdict_for_auto_and_an_error_for_onnx(tmp_path, monkeypatch):
     monkeypatch.setenv(ox.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
     spec = make_tiny_model(tmp_path / "model", "upscale", seed=3)
+    calls = []
 
     def broken(*args, **kwargs):
+        calls.append(1)
         raise RuntimeError("simulated exporter crash")
 
     monkeypatch.setattr(ox, "_export_fp32", broken)
-    with caplog.at_level("WARNING"):
-        translator = translator_for(spec, backend="auto", device="cpu")
-    assert translator.backend.name == "torch" and "simulated exporter crash" in caplog.text
-    assert default_backend(spec) == "torch"  # remembered: no export attempt on the next start
+    translator = translator_for(spec, backend="auto", device="cpu", background=False)
+    assert translator.backend.name == "torch"
+    record = json.loads(tn.record_path(tmp_path / "cache", spec, "cpu").read_text())
+    onnx = {c["precision"]: c for c in record["candidates"] if c["runtime"] == "onnxruntime"}
+    assert onnx["fp32"]["verdict"] == tn.EXPORT_FAILED and "simulated exporter crash" in onnx["fp32"]["reason"]
+    assert onnx["int8"]["verdict"] == tn.EXPORT_FAILED and "fp32 export unusable" in onnx["int8"]["reason"]
+    assert record["chosen"] == {"runtime": "torch", "precision": "fp32"} and calls == [1]
+    assert default_backend(spec) == "torch"
+    translator_for(spec, backend="auto", device="cpu", background=False)
+    assert calls == [1]  # remembered: the next load reuses the record and exports nothing
     with pytest.raises(OnnxExportError, match="simulated exporter crash"):
         translator_for(spec, backend="onnx", device="cpu")
 

@@ -7,13 +7,13 @@ onnxruntime-gpu in place of onnxruntime).
 
 from __future__ import annotations
 
-import export.onnx_export as ox
 import numpy as np
 import pytest
 import torch
-from gan_models.backends import OnnxBackend, TorchBackend, import_onnxruntime
 
+import gan_models.runtimes.onnx_export as ox
 from gan_models import Translator
+from gan_models.runtimes import OnnxBackend, TorchBackend, import_onnxruntime
 from gan_models.weights import load_generator
 
 from .conftest import rgb_image

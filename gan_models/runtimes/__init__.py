@@ -129,10 +129,13 @@ def backend_for(
 def default_backend(spec: ModelSpec, *, device: str = "auto") -> str:
     """The runtime `backend="auto"` runs `spec` on once prepared, as recorded on disk; cheap (one small JSON file).
 
-    GAN_STUDIO_BACKEND's runtime when that is set; "torch" when nothing is recorded for the current weights file.
+    GAN_STUDIO_BACKEND's runtime when that is set; "torch" when nothing usable is recorded for the current weights
+    file.
     """
     name = requested_backend("auto")
     if name != "auto":
         return name
     choice = recorded_choice(spec, device=resolve_device(device))
-    return choice["runtime"] if choice else "torch"
+    if choice is None or choice["runtime"] not in RUNTIMES or not RUNTIMES[choice["runtime"]].available():
+        return "torch"  # nothing recorded, or recorded where a runtime was installed that is gone now
+    return choice["runtime"]
