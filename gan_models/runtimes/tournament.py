@@ -279,6 +279,7 @@ def run_tournament(
         record["chosen"] = {"runtime": entries[chosen]["runtime"], "precision": entries[chosen]["precision"]}
     record.update(candidates=list(entries.values()), seconds=round(time.perf_counter() - started, 2),
                   created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    path.parent.mkdir(parents=True, exist_ok=True)  # no export may have made it (torch-only or failed candidates)
     ox.write_json(path, record)
     if chosen is None:
         reasons = "; ".join(f"{k}: {e['verdict']} ({e.get('reason', '')})" for k, e in entries.items())
