@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 OnReady = Callable[[Backend], None]
 DEFAULT_JOBS = 1
 DEFAULT_MAX_QUEUED = 8
-DEFAULT_MAX_KEPT = 16
+DEFAULT_MAX_KEPT = 8
 
 
 def weights_key(loaded: LoadedModel, device: str, threads: int | None) -> tuple:
@@ -55,25 +55,28 @@ def _spec_key(spec: ModelSpec) -> str:
 
 @dataclass
 class Job:
-    """One preparation. `wait()` for it; then `outcome` (the tournament's) or `error` is set."""
+    """One preparation. `wait()` for it; then `record` (the tournament's, with every verdict) or `error` is set.
+
+    `backend` is what Translators switch to: None while running, on failure, and when torch fp32 won (they already
+    run it; the tournament's own torch copy is dropped rather than kept alive here).
+    """
 
     key: tuple
     spec_id: str
     done: threading.Event = field(default_factory=threading.Event)
-    outcome: Outcome | None = None
+    backend: Backend | None = None
+    record: dict | None = None
+    reused: bool = False
     error: str | None = None
     _callbacks: list[OnReady] = field(default_factory=list)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
 
-    @property
-    def backend(self) -> Backend | None:
-        """The backend to switch to; None while running, on failure, or when torch fp32 won (nothing to switch)."""
-        o = self.outcome
-        if o is None or (o.runtime == "torch" and o.precision == "fp32"):
-            return None
-        return o.backend
+    def _finish(self, outcome: Outcome) -> None:
+        self.record, self.reused = outcome.record, outcome.reused
+        if (outcome.runtime, outcome.precision) != ("torch", "fp32"):
+            self.backend = outcome.backend
 
 
 class Preparer:
@@ -172,8 +175,8 @@ class Preparer:
     def _run(self, job: Job, load: Callable[[], LoadedModel], device: str, threads: int | None) -> None:
         try:
             loaded = load()
-            job.outcome = run_tournament(loaded.spec, loaded.module, loaded.source, device=device, threads=threads,
-                                         root=self._root)
+            job._finish(run_tournament(loaded.spec, loaded.module, loaded.source, device=device, threads=threads,
+                                       root=self._root))
         except Exception as exc:  # noqa: BLE001 - a background failure must never reach a request; it is remembered
             job.error = f"{type(exc).__name__}: {first_line(exc)}"
             logger.warning("%s: background preparation failed, staying on torch: %s", job.spec_id, job.error)
@@ -189,13 +192,12 @@ class Preparer:
                     self._finished.popitem(last=False)
             callbacks, job._callbacks = job._callbacks, []
         job.done.set()
-        if job.outcome is not None:
-            logger.info("%s: %s %s (%s)", job.spec_id, job.outcome.runtime, job.outcome.precision,
-                        "recorded choice" if job.outcome.reused else "tournament")
-        backend = job.backend
-        if backend is not None:
+        if job.record is not None:
+            logger.info("%s: %s (%s)", job.spec_id, job.record.get("chosen"),
+                        "recorded choice" if job.reused else "tournament")
+        if job.backend is not None:
             for callback in callbacks:
-                callback(backend)
+                callback(job.backend)
 
 
 _DEFAULT: Preparer | None = None
