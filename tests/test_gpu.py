@@ -66,3 +66,20 @@ def test_onnx_cuda_provider_matches_cpu(tiny_specs, image, task, tmp_path):
     if files["fp16"].passed:
         half = OnnxBackend(files["fp16"].onnx_path, device="cuda", precision="fp16", cache=False)
         assert _psnr(np.asarray(Translator(spec, half)(image)), ref) >= 40.0
+
+
+def test_tournament_on_cuda_judges_fp16_and_picks_a_cuda_backend(tiny_specs, tmp_path):
+    from gan_models.runtimes import tournament as tn
+    from gan_models.weights import load_with_fallback
+
+    spec = tiny_specs["upscale"]
+    loaded = load_with_fallback(spec)
+    outcome = tn.run_tournament(spec, loaded.module, loaded.source, device="cuda", root=tmp_path)
+    verdicts = {(c["runtime"], c["precision"]): c for c in outcome.record["candidates"]}
+    assert verdicts[("torch", "fp16")]["verdict"] in (tn.CHOSEN, tn.TOO_SLOW, tn.TOO_INACCURATE)
+    assert verdicts[("onnxruntime", "int8")]["verdict"] == "not available on this GPU"
+    if "CUDAExecutionProvider" not in import_onnxruntime().get_available_providers():
+        assert verdicts[("onnxruntime", "fp32")]["verdict"] == "not available on this GPU"
+    assert outcome.backend.device == "cuda" and verdicts[(outcome.runtime, outcome.precision)]["verdict"] == tn.CHOSEN
+    again = tn.run_tournament(spec, loaded.module, loaded.source, device="cuda", root=tmp_path)
+    assert again.reused and (again.runtime, again.precision) == (outcome.runtime, outcome.precision)
