@@ -465,3 +465,13 @@ def test_int8_of_the_bundled_defaults_keeps_40_db_on_photos_it_was_not_calibrate
         x = imaging.to_tensor_range(np.asarray(img, np.float32) / 255.0, spec.value_range)
         psnrs.append(ox.psnr_db(int8_path.run_array(x), torch_path.run_array(x), spec.value_range))
     assert min(psnrs) >= ox.MIN_PSNR_DB, dict(zip([f.name for f in files], psnrs, strict=True))
+
+
+def test_large_upscalers_calibrate_on_the_same_pixels_in_quarters(tiny_specs):
+    spec = tiny_specs["upscale"]
+    whole, names = ox.calibration_inputs(spec)
+    quarters, split_names = ox.calibration_inputs(spec, split=True)
+    assert split_names == names and len(quarters) == 4 * len(whole)
+    assert whole[0].shape == (1, 3, 64, 64) and quarters[0].shape == (1, 3, 32, 32)
+    np.testing.assert_array_equal(quarters[0], whole[0][:, :, :32, :32])
+    np.testing.assert_array_equal(quarters[3], whole[0][:, :, 32:, 32:])
