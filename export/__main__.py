@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_models.errors import GanModelsError, WeightsError, WeightsUnavailableError
+from gan_models.runtimes import tune_malloc
 from gan_models.runtimes.onnx_export import OPSET, PRECISIONS, Exported, check_precision, export_model
 from gan_models.specs import SPECS, ModelSpec, get_spec
 
@@ -91,6 +92,7 @@ def _tournament(spec: ModelSpec, module: Any, source: Any, args: argparse.Namesp
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_malloc()  # an entry point: the torch parity runs and the tournament's torch candidate run as in the app
     try:
         if args.tournament and args.precision is None:
             precisions = None
