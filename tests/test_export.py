@@ -475,3 +475,21 @@ def test_large_upscalers_calibrate_on_the_same_pixels_in_quarters(tiny_specs):
     assert whole[0].shape == (1, 3, 64, 64) and quarters[0].shape == (1, 3, 32, 32)
     np.testing.assert_array_equal(quarters[0], whole[0][:, :, :32, :32])
     np.testing.assert_array_equal(quarters[3], whole[0][:, :, 32:, 32:])
+
+
+def test_calibration_session_runs_without_a_memory_pattern(tmp_path):
+    import onnxruntime as ort
+    from onnxruntime.quantization import calibrate
+
+    original = calibrate.CalibraterBase.create_inference_session
+    path = tmp_path / "prelu.onnx"
+    with torch.no_grad():
+        torch.onnx.export(_prelu_net([0.25, 0.5]), (torch.randn(1, 3, 8, 8),), str(path), dynamo=True,
+                          input_names=["input"], output_names=["output"])
+    fields = {"augmented_model_path": str(path), "execution_providers": ["CPUExecutionProvider"]}
+    stub = type("Calibrater", (), fields)()
+    with ox._calibration_without_memory_pattern():
+        calibrate.CalibraterBase.create_inference_session(stub)
+    assert calibrate.CalibraterBase.create_inference_session is original
+    assert isinstance(stub.infer_session, ort.InferenceSession)
+    assert stub.infer_session.get_session_options().enable_mem_pattern is False

@@ -49,7 +49,7 @@ from ..specs import ModelSpec
 FORMAT = "gan_models.onnx/1"
 # How each precision is made; bumping one re-exports that precision in every cache (older files are stale).
 # int8 2: PRelu rewritten as Max(x, a*x) before quantization. 3: the first conv stays float. 4: and an RGB last conv.
-# 5: large upscalers calibrate on the same pixels in 32x32 quarters (memory).
+# 5: large upscalers calibrate on the same pixels in 32x32 quarters, without onnxruntime's memory pattern (memory).
 RECIPES = {"fp32": 1, "fp16": 1, "int8": 5, "bf16": 1}
 OPSET = 18
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "bf16")
@@ -436,6 +436,36 @@ def _image_convs(model: Any) -> list[str]:
     return kept
 
 
+_CALIBRATION_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _calibration_without_memory_pattern() -> Iterator[None]:
+    """Make onnxruntime's calibration session run without a memory pattern, one calibration at a time.
+
+    quantize_static builds that session itself (CalibraterBase.create_inference_session) and takes no session
+    options, so the method is swapped for the duration. For RRDBNet (23 blocks, 64 features) at 64x64 the session
+    grew by 2.06 GB with the pattern and 1.14 GB without (measured around MinMaxCalibrater.collect_data).
+    """
+    import onnxruntime
+    from onnxruntime.quantization import calibrate
+
+    def create_inference_session(self: Any) -> None:
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # as onnxruntime does
+        options.enable_mem_pattern = False
+        self.infer_session = onnxruntime.InferenceSession(self.augmented_model_path, sess_options=options,
+                                                          providers=self.execution_providers)
+
+    with _CALIBRATION_GUARD:
+        original = calibrate.CalibraterBase.create_inference_session
+        calibrate.CalibraterBase.create_inference_session = create_inference_session
+        try:
+            yield
+        finally:
+            calibrate.CalibraterBase.create_inference_session = original
+
+
 def _derive_int8(fp32_path: Path, path: Path, spec: ModelSpec) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -452,7 +482,7 @@ def _derive_int8(fp32_path: Path, path: Path, spec: ModelSpec) -> dict[str, Any]
         # shape inference"); ONNX shape inference and the graph optimisation pass are enough for quantization.
         quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
         kept_float = _image_convs(onnx.load(str(pre)))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _calibration_without_memory_pattern():
             warnings.simplefilter("ignore")
             quantize_static(
                 str(pre),
