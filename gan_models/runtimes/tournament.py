@@ -35,11 +35,17 @@ from .registry import RUNTIMES, Artifacts, Runtime
 logger = logging.getLogger(__name__)
 
 FORMAT = "gan_models.tournament/1"
-RECIPE = 2  # how candidates are judged and timed; bumping it judges every model again (2: upscalers timed at <= 128)
+# How candidates are judged and timed; bumping it judges every model again. 2: upscalers timed at <= 128 px.
+# 3: and judged in tiles of <= 128 px.
+RECIPE = 3
 MIN_PSNR_DB = ox.MIN_PSNR_DB
 # A reduced precision is taken only when it is clearly faster than full precision on this machine.
 AUTO_MIN_SPEEDUP = 1.1
 TIMING_REPEATS = 3
+# Upscalers are judged and timed at most this many pixels a side (tiles): every candidate stays alive until the timing
+# is done, and onnxruntime's arena keeps the largest run it has seen. RRDBNet judged whole on the 160x107 parity image
+# with three candidates alive peaked at 3102 MB.
+UPSCALE_SIDE = 128
 
 CHOSEN = "chosen"
 TOO_SLOW = "too slow"
@@ -93,12 +99,8 @@ def record_path(
 
 
 def bench_input(spec: ModelSpec) -> np.ndarray:
-    """The fixed (1, 3, S, S) input every candidate is timed on: a tile for upscalers, the training size otherwise.
-
-    Upscalers are timed on at most 128x128: every candidate is alive at once while they are timed interleaved, and
-    at 192x192 (realesrgan's tile) the 4x activations of three RRDBNet candidates held about 2.8 GB.
-    """
-    side = min(spec.tile or 128, 128) if spec.task == "upscale" else ox.translation_side(spec)
+    """The fixed (1, 3, S, S) input every candidate is timed on: a tile for upscalers, the training size otherwise."""
+    side = _upscale_tile(spec) if spec.task == "upscale" else ox.translation_side(spec)
     lo, hi = spec.value_range
     return (np.random.default_rng(3).random((1, 3, side, side), dtype=np.float32) * (hi - lo) + lo).astype(np.float32)
 
@@ -114,6 +116,15 @@ def time_backends(backends: dict[str, Backend], x: np.ndarray, repeats: int = TI
             backend(x)
             best[name] = min(best[name], time.perf_counter() - t)
     return best
+
+
+def _upscale_tile(spec: ModelSpec) -> int:
+    return min(spec.tile or UPSCALE_SIDE, UPSCALE_SIDE)
+
+
+def _judge_tile(spec: ModelSpec) -> int | None:
+    """Tiles for upscalers (as users run them), the whole image for the others (InstanceNorm sees all of it)."""
+    return _upscale_tile(spec) if spec.task == "upscale" else None
 
 
 def _key(spec: ModelSpec, state_sha: str, device: str, threads: int, names: Sequence[str]) -> dict[str, Any]:
@@ -154,7 +165,7 @@ def _judge(
         return dict(entry, verdict=EXPORT_FAILED, reason=first_line(exc)), None
     except Exception as exc:  # noqa: BLE001 - a runtime's loader may raise anything; one candidate, not the tournament
         return dict(entry, verdict=EXPORT_FAILED, reason=f"{type(exc).__name__}: {first_line(exc)}"), None
-    tile = artifacts.spec.tile if artifacts.spec.task == "upscale" else None
+    tile = _judge_tile(artifacts.spec)
     translator = Translator(artifacts.spec, backend)
     try:
         psnrs = [ox.psnr_db(translator.run_array(x, tile=tile), ref, artifacts.spec.value_range)
@@ -252,7 +263,7 @@ def run_tournament(
 
     started = time.perf_counter()
     inputs = ox.holdout_inputs(spec)
-    tile = spec.tile if spec.task == "upscale" else None
+    tile = _judge_tile(spec)
     reference = Translator(spec, TorchBackend(module, device="cpu"))
     references = [reference.run_array(x, tile=tile) for x, _ in inputs]
     entries: dict[str, dict[str, Any]] = {}
