@@ -34,6 +34,7 @@ from PIL import Image, UnidentifiedImageError
 
 from gan_models import (
     SPECS,
+    TASKS,
     GanModelsError,
     ImageTooLargeError,
     InvalidImageError,
@@ -51,10 +52,10 @@ from gan_models import (
     imaging,
     load_model,
 )
-from gan_models.backends import resolve_device, tune_malloc
 from gan_models.custom import SWITCH as custom_switch
 from gan_models.custom import WEIGHTS_SUFFIXES, file_safe_name, resolve_custom
 from gan_models.errors import UnsupportedModelError, first_line
+from gan_models.runtimes import Backend, prepare_in_background, requested_backend, resolve_device, tune_malloc
 from gan_models.settings import hub_cache_dir, hub_offline, user_cache_dir
 
 logger = logging.getLogger("gan_studio")
@@ -237,6 +238,12 @@ class TranslatorCache:
         # Remembered for retry_after_s only: after that the Hub is tried again.
         translator = Translator(shared.spec, shared.backend, source=shared.source,
                                 fallback_reason=loaded.fallback_reason, tile_budget_mb=self.settings.tile_budget_mb)
+        if shared.backend.name == "torch" and requested_backend(self.settings.backend) == "auto":
+            # The shared translator may still be on torch while its runtime is prepared: follow the same job (it
+            # is joined, or calls back at once when it has finished).
+            prepare_in_background(LoadedModel(spec=shared.spec, module=shared.backend.model, source=shared.source),
+                                  device=self.settings.device, on_ready=lambda chosen: setattr(translator, "backend",
+                                                                                               chosen))
         return _Entry(translator, None, retry_at)
 
     def _shared_fallback(self, loaded: LoadedModel) -> Translator:
@@ -467,6 +474,24 @@ class Studio:
             ids = bundled + [i for i in ids if i not in bundled]
         return ids[0] if ids else None
 
+    def warm_defaults(self) -> threading.Thread:
+        """Load each tab's default model in a background thread (start-up), so the first request finds it loaded;
+        with backend "auto" its fastest runtime is then prepared in the background too. Returns the thread."""
+
+        def load_defaults() -> None:
+            for task in TASKS:
+                model_id = self.default_model(task)
+                if model_id is None:
+                    continue
+                try:
+                    self.cache.get(model_id)
+                except GanModelsError as exc:  # the tab says so when it is used; start-up goes on
+                    logger.warning("warming %s failed: %s", model_id, first_line(exc))
+
+        thread = threading.Thread(target=load_defaults, name="warm-defaults", daemon=True)
+        thread.start()
+        return thread
+
     @contextmanager
     def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
                ) -> Iterator[Translator]:
@@ -490,8 +515,9 @@ class Studio:
         with self.cache.use(spec) as translator:
             yield translator
 
-    def _info(self, requested: str, translator: Translator, seconds: float, result: Image.Image) -> str:
-        spec, backend, source = translator.spec, translator.backend, translator.source
+    def _info(self, requested: str, translator: Translator, backend: Backend, seconds: float,
+              result: Image.Image) -> str:
+        spec, source = translator.spec, translator.source
         size = result.size
         origin = ORIGINS.get(source.origin, source.origin) if source is not None else "unknown"
         if source is not None and source.hub is not None:
@@ -560,10 +586,11 @@ class Studio:
                 img = _resize_short_side(img, int(output_size))
             else:
                 raise gr.Error(f"output_size must be original, 512 or 256, not {output_size!r}")
-            result = translator(img, progress=_progress_callback(progress))
+            backend = translator.backend  # the path this request runs, whatever a background switch does meanwhile
+            result = translator(img, progress=_progress_callback(progress), backend=backend)
             seconds = time.perf_counter() - start
         preview = self._write_png(for_display(result), f"{Path(str(image)).stem}_{file_safe_name(translator.spec.id)}")
-        return preview, self._info(style, translator, seconds, result)
+        return preview, self._info(style, translator, backend, seconds, result)
 
     def sketch_to_photo(
         self, sketch: dict | None, model: str, fit_to_model: bool = True, weights_file: str | None = None,
@@ -600,10 +627,11 @@ class Studio:
                 size = translator.spec.input_size
                 if fit_to_model and size:
                     img = _resize_short_side(img.convert("RGB"), size)
-                result = translator(img, progress=_progress_callback(progress))
+                backend = translator.backend
+                result = translator(img, progress=_progress_callback(progress), backend=backend)
                 seconds = time.perf_counter() - start
         preview = self._write_png(for_display(result), f"sketch_{file_safe_name(translator.spec.id)}")
-        return preview, self._info(model, translator, seconds, result)
+        return preview, self._info(model, translator, backend, seconds, result)
 
     def edges_from_photo(self, photo: str | None, model: str) -> dict:
         """The edge map the sketch models were trained on, from a photo, placed on the canvas."""
@@ -650,14 +678,15 @@ class Studio:
         with _user_errors(named), self._model(model, "upscale", progress, weights_file) as translator:
             start = time.perf_counter()
             source = imaging.load_image(image, max_pixels=self.config.max_upscale_pixels)
+            backend = translator.backend
             result = translator(source, tile=tile_arg, outscale=scale, progress=_progress_callback(progress),
-                                max_pixels=self.config.max_upscale_pixels)
+                                max_pixels=self.config.max_upscale_pixels, backend=backend)
             seconds = time.perf_counter() - start
             path = self._write_png(result, f"{Path(str(image)).stem}_x{scale:g}")
         after = _fit_long_side(for_display(result), self.config.preview_side)
         before = _resized(for_display(source), after.size)
         previews = (self._write_png(before, "before"), self._write_png(after, "after"))
-        return previews, path, self._info(model, translator, seconds, result)
+        return previews, path, self._info(model, translator, backend, seconds, result)
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the app offers, then the custom models tried lately: id, title, task, custom, family,
@@ -785,15 +814,19 @@ def _custom_id_js(prefix: str) -> str:
             "return args; }")
 
 
-def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings | None = None) -> gr.Blocks:
+def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings | None = None,
+               warm: bool = False) -> gr.Blocks:
     """The whole app: three task tabs and a Settings panel; the queue is set up here with explicit concurrency.
 
     Parameters:
         specs: models to offer (default: gan_models.SPECS); tests pass tiny local models.
         config: runtime settings (default: Settings.from_env()).
+        warm: load each tab's default model in the background now (`python app.py` does; building stays instant).
     """
     config = config or Settings.from_env()
     studio = Studio(specs=SPECS if specs is None else specs, config=config)
+    if warm:
+        studio.warm_defaults()
     heavy = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
     # A custom id is sized once it has been resolved; before that (its first call, or an upload) the duration
     # functions fall back to their base reservation.
@@ -946,7 +979,7 @@ def main(argv: list[str] | None = None) -> None:
         specs = app_specs(args.weights)
     except GanModelsError as exc:
         parser.error(str(exc))
-    build_demo(specs=specs, config=config).launch(**launch_options(config))
+    build_demo(specs=specs, config=config, warm=True).launch(**launch_options(config))
 
 
 def app_specs(paths: list[str]) -> dict[str, ModelSpec]:

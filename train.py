@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gan_models.backends import tune_malloc
 from gan_models.errors import GanModelsError
+from gan_models.runtimes import tune_malloc
 from training import TrainError
 from training.config import ARCH_FIELDS, TrainConfig
 from training.modes import MODES

@@ -147,8 +147,8 @@ def count_flops(module: Any, x: np.ndarray) -> float:
 def make_path(name: str, spec: Any, module: Any, onnx_files: dict[str, str], threads: int) -> Callable:
     """A callable (1, 3, H, W) float32 → output for one path; every path gets its own copy of the weights."""
     import torch
-
     from gan_models.backends import OnnxBackend, TorchBackend
+
     from gan_models.pipeline import Translator
 
     if name == "eager":
@@ -263,6 +263,7 @@ def ensure_exports(spec: Any, module: Any, source: Any, root: Path, precisions: 
 
 def default_path(spec: Any, module: Any, source: Any, root: Path, threads: int) -> str:
     from export.onnx_export import choose_precision
+
     from gan_models.errors import OnnxExportError
     from gan_models.pipeline import default_backend
 
@@ -370,7 +371,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import onnxruntime
     import torch
-
     from export.onnx_export import cache_dir
 
     torch.set_num_threads(args.threads)

@@ -5,22 +5,31 @@
     python -m export --all -o exported/ --precision fp32 fp16 int8
     python -m export runs/my-model -o exported/               # a train.py run folder (its final/)
     python -m export default-style -o /tmp/x --random-init    # no weights file: random weights (development only)
+    python -m export default-style -o DIR --tournament        # what backend="auto" would run here, and why
+
+--tournament runs the job the app's background worker runs (gan_models.runtimes.tournament): every runtime and
+precision on held-out images against torch fp32, timed, with each verdict printed, the choice recorded in
+DIR/<id>/tournament.<device>.json (`GAN_STUDIO_ONNX_CACHE=DIR` makes the app start from it) and the peak RSS of
+the process. With --precision only those precisions compete (then int8 is judged on random-init weights too).
 
 Exit status: 0 when every export passed its parity check, 1 when any failed or was skipped (weights unavailable),
 2 on a usage or library error. `GAN_STUDIO_ONNX_CACHE=DIR` makes the app and CLI use the files written to DIR.
+The export code itself is the library's (gan_models/runtimes/onnx_export.py); this is only its command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gan_models.errors import GanModelsError, WeightsError, WeightsUnavailableError
-from gan_models.specs import SPECS, get_spec
-
-from .onnx_export import OPSET, PRECISIONS, Exported, check_precision, export_model
+from gan_models.runtimes import tune_malloc
+from gan_models.runtimes.onnx_export import OPSET, PRECISIONS, Exported, check_precision, export_model
+from gan_models.specs import SPECS, ModelSpec, get_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,12 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("models", nargs="*", help="model ids (see `python -m gan_models list`) or model folders")
     parser.add_argument("--all", action="store_true", help="every model in SPECS")
     parser.add_argument("-o", "--out", type=Path, required=True, help="output folder (DIR/<id>/<id>.<precision>.onnx)")
-    parser.add_argument("--precision", nargs="+", default=["fp32"], metavar="P",
-                        help=f"one or more of {', '.join(PRECISIONS)} (default fp32; bf16 is refused with the reason)")
+    parser.add_argument("--precision", nargs="+", default=None, metavar="P",
+                        help=f"one or more of {', '.join(PRECISIONS)} (default fp32, or every one with --tournament; "
+                        "bf16 is refused with the reason)")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     parser.add_argument("--random-init", action="store_true",
                         help="export freshly initialised weights when the weights file is missing (development)")
     parser.add_argument("--reuse", action="store_true", help="keep files that already match these weights and passed")
+    parser.add_argument("--tournament", action="store_true",
+                        help="judge and time every runtime and precision, record the choice, print the verdicts")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="for --tournament (default cpu)")
     return parser
 
 
@@ -51,10 +64,40 @@ def _report(result: Exported) -> str:
             f"{parity['max_abs_diff']:.2e}  PSNR vs fp32 {psnr_text:>8}  {result.onnx_path}")
 
 
+def _tournament(spec: ModelSpec, module: Any, source: Any, args: argparse.Namespace,
+                precisions: tuple[str, ...] | None) -> int:
+    """Run and print one model's tournament; 1 when nothing but torch could even run (a failed export), else 0."""
+    import resource
+
+    from gan_models.runtimes.tournament import CHOSEN, EXPORT_FAILED, run_tournament
+
+    t0 = time.perf_counter()
+    try:
+        outcome = run_tournament(spec, module, source, device=args.device, root=args.out, precisions=precisions,
+                                 retime=not args.reuse)
+    except GanModelsError as exc:
+        print(f"FAIL {spec.id:<22} {exc}", file=sys.stderr)
+        return 1
+    for c in outcome.record["candidates"]:
+        ms = f"{c['ms']:9.1f} ms" if "ms" in c else " " * 12
+        psnr = f"{c['psnr_db']} dB" if "psnr_db" in c else ""
+        mark = "*" if c["verdict"] == CHOSEN else " "
+        print(f"{mark} {spec.id:<22} {c['runtime'] + ' ' + c['precision']:<18} {ms}  {psnr:>10}  {c['verdict']}: "
+              f"{c.get('reason', '')}")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"  {spec.id:<22} {'reused' if outcome.reused else 'judged'} in {time.perf_counter() - t0:.1f} s, "
+          f"peak RSS {peak_mb:.0f} MB, {outcome.record_path}")
+    return int(any(c["verdict"] == EXPORT_FAILED for c in outcome.record["candidates"]))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_malloc()  # an entry point: the torch parity runs and the tournament's torch candidate run as in the app
     try:
-        precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision))
+        if args.tournament and args.precision is None:
+            precisions = None
+        else:
+            precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision or ["fp32"]))
         if args.all and args.models:
             raise GanModelsError("give model ids or --all, not both")
         if not args.all and not args.models:
@@ -67,9 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in specs:
         module = source = None
         try:
-            from gan_models.weights import load_generator_with_source
+            from gan_models.weights import load_model
 
-            module, source = load_generator_with_source(spec)
+            loaded = load_model(spec, allow_fallback=False)
+            module, source = loaded.module, loaded.source
         except (WeightsUnavailableError, WeightsError) as exc:
             if not args.random_init:
                 print(f"skip {spec.id:<22} {exc}", file=sys.stderr)
@@ -82,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.manual_seed(0)
             module = build_generator(spec).eval()
             print(f"note {spec.id:<22} weights unavailable ({exc}); exporting random-init weights", file=sys.stderr)
+        if args.tournament:
+            failed += _tournament(spec, module, source, args, precisions)
+            continue
         try:
             results = export_model(spec, args.out, precisions=precisions, module=module, source=source,
                                    opset=args.opset, force=not args.reuse, retry_failed=True)

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from .backends import Backend, BackendOutOfMemory, OnnxBackend, TorchBackend
 from .errors import (
     BackendUnavailableError,
     GanModelsError,
@@ -18,7 +17,8 @@ from .errors import (
     WeightsError,
     WeightsUnavailableError,
 )
-from .pipeline import Translator, build_translator, default_backend, translator_for
+from .pipeline import Translator, build_translator, translator_for
+from .runtimes import Backend, BackendOutOfMemory, OnnxBackend, TorchBackend, default_backend, warm
 from .settings import Settings
 from .specs import SPECS, TASKS, HubFile, ModelSpec, get_spec, spec_from_config, specs_for_task
 from .weights import LoadedModel, WeightsSource, load_model, resolve_weights, save_model_folder
@@ -53,4 +53,5 @@ __all__ = [
     "spec_from_config",
     "specs_for_task",
     "translator_for",
+    "warm",
 ]

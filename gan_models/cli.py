@@ -19,10 +19,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .backends import tune_malloc
 from .deploy import add_space_arguments
 from .errors import GanModelsError
 from .imaging import IMAGE_SUFFIXES
+from .runtimes import tune_malloc
 from .settings import Settings
 from .specs import SPECS, TASKS
 

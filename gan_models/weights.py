@@ -68,15 +68,19 @@ class LoadedModel:
         spec: the model that runs (the bundled fallback's spec after a fallback).
         module: the network with its weights loaded strictly.
         source: the weights file that was read.
-        requested: the model that was asked for (`spec` unless it fell back).
+        requested: the model that was asked for (`spec` unless it fell back; None means `spec`).
         fallback_reason: a sentence for users saying why `spec` stands in for `requested`; None without a fallback.
     """
 
     spec: ModelSpec
     module: nn.Module
     source: WeightsSource
-    requested: ModelSpec
+    requested: ModelSpec | None = None
     fallback_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.requested is None:
+            object.__setattr__(self, "requested", self.spec)
 
     @property
     def fell_back(self) -> bool:
@@ -124,7 +128,7 @@ def _load_exact(spec: ModelSpec) -> LoadedModel:
         model = build_generator(spec)
         state = canonicalize_state_dict(state, model=model, key_prefix=spec.key_prefix)
         load_state_dict_strict(model, state, source=f"{spec.id} ({source.path})")
-    return LoadedModel(spec=spec, module=model.float().eval(), source=source, requested=spec)
+    return LoadedModel(spec=spec, module=model.float().eval(), source=source)
 
 
 def resolve_weights(spec: ModelSpec) -> WeightsSource:

@@ -23,8 +23,8 @@ from PIL import Image
 
 from app import EMPTY_CANVAS_MESSAGE
 from gan_models import GanModelsError, Translator, imaging
-from gan_models.backends import TorchBackend
 from gan_models.cli import main as cli_main
+from gan_models.runtimes import TorchBackend
 from gan_models.weights import load_model
 
 from .conftest import app_settings, rgb_image, serve

@@ -1,4 +1,4 @@
-"""ONNX export and the onnx backend: checker, parity through the Translator, sidecars, cache, fallbacks, threads.
+"""ONNX export and the onnxruntime backend: checker, parity through the Translator, sidecars, cache, fallbacks, threads.
 
 Every export here goes to a temporary GAN_STUDIO_ONNX_CACHE. The tiny models export once per module (the
 `exported` fixture); tests that need a fresh export use the smallest net. Large architectures are `slow`.
@@ -17,7 +17,7 @@ import onnx
 import pytest
 import torch
 
-import export.onnx_export as ox
+import gan_models.runtimes.onnx_export as ox
 from export.__main__ import main as export_main
 from gan_models import (
     BackendUnavailableError,
@@ -29,10 +29,11 @@ from gan_models import (
     default_backend,
     translator_for,
 )
-from gan_models.backends import BackendOutOfMemory, clear_session_cache
 from gan_models.cli import main as cli_main
-from gan_models.specs import ModelSpec
-from gan_models.weights import build_generator, load_generator, save_model_folder
+from gan_models.runtimes import BackendOutOfMemory, clear_session_cache
+from gan_models.runtimes import tournament as tn
+from gan_models.specs import HubFile, ModelSpec
+from gan_models.weights import build_generator, load_model, save_model_folder
 
 from .conftest import (
     REPO,
@@ -90,7 +91,7 @@ def test_sidecar_records_spec_opset_hashes_weights_and_parity(exported, tiny_spe
             assert side["onnx_sha256"] == ox.sha256_file(result.onnx_path)
         weights = side["weights"]
         assert weights["path"] == str(spec.bundled) and weights["file_sha256"] == ox.sha256_file(spec.bundled)
-        assert weights["state_sha256"] == ox.state_sha256(load_generator(spec))
+        assert weights["state_sha256"] == ox.state_sha256(load_model(spec, allow_fallback=False).module)
         assert side["parity"]["image"].startswith("examples/")
         assert isinstance(side["parity"]["psnr_vs_fp32_db"], (float, str))
     int8 = exported[task]["int8"].sidecar
@@ -102,7 +103,7 @@ def test_sidecar_records_spec_opset_hashes_weights_and_parity(exported, tiny_spe
 @pytest.mark.parametrize("task", TASKS)
 def test_onnx_backend_through_translator_matches_torch(exported, tiny_specs, task):
     spec = tiny_specs[task]
-    torch_tr = Translator(spec, TorchBackend(load_generator(spec), device="cpu"))
+    torch_tr = Translator(spec, TorchBackend(load_model(spec, allow_fallback=False).module, device="cpu"))
     onnx_tr = Translator(spec, OnnxBackend(exported[task]["fp32"].onnx_path, device="cpu"))
     x = np.random.default_rng(5).random((1, 3, 45, 70), dtype=np.float32)
     lo, hi = spec.value_range
@@ -128,7 +129,8 @@ def test_tiled_upscale_through_onnx_sees_one_shape(exported, tiny_specs):
 
     x = np.random.default_rng(2).random((1, 3, 150, 110), dtype=np.float32)
     tiled = Translator(spec, Recording()).run_array(x, tile=64)
-    reference = Translator(spec, TorchBackend(load_generator(spec), device="cpu")).run_array(x, tile=64)
+    module = load_model(spec, allow_fallback=False).module
+    reference = Translator(spec, TorchBackend(module, device="cpu")).run_array(x, tile=64)
     assert tiled.shape == (1, 3, 600, 440)
     assert np.abs(tiled - reference).max() < 1e-4
     assert shapes == {(1, 3, 64, 64)}  # every tile, edge tiles included: one shape for the session
@@ -167,33 +169,35 @@ def test_sessions_are_shared_per_file(exported):
     assert a._session is b._session and c._session is not a._session
 
 
-def test_auto_uses_onnx_and_reuses_the_cache(exported, tiny_specs, onnx_cache):
+def test_auto_picks_by_tournament_and_reuses_the_cache(exported, tiny_specs, onnx_cache):
     spec = tiny_specs["upscale"]
-    assert default_backend(spec) == "onnx"
-    translator = translator_for(spec, backend="auto", device="cpu")
-    assert translator.backend.name == "onnxruntime" and translator.backend.precision in ("fp32", "int8")
-    choice = json.loads(ox.auto_choice_path(onnx_cache, spec, "cpu").read_text())
-    assert choice["selected"] == translator.backend.precision and "reason" in choice
+    translator = translator_for(spec, backend="auto", device="cpu", background=False)
+    record = json.loads(tn.record_path(onnx_cache, spec, "cpu").read_text())
+    chosen = record["chosen"]
+    assert (translator.backend.name, translator.backend.precision) == (chosen["runtime"], chosen["precision"])
+    verdicts = {(c["runtime"], c["precision"]): c["verdict"] for c in record["candidates"]}
+    assert verdicts[(chosen["runtime"], chosen["precision"])] == tn.CHOSEN
+    assert verdicts[("onnxruntime", "fp16")] == "not available on this CPU"
+    assert default_backend(spec) == chosen["runtime"]
     before = {p: p.stat().st_mtime_ns for p in ox.model_dir(onnx_cache, spec).glob("*.onnx")}
-    again = translator_for(spec, backend="onnx", device="cpu")
-    assert again.backend.precision == translator.backend.precision
+    again = translator_for(spec, backend="onnx", device="cpu")  # onnxruntime's own best: the same exports
+    assert again.backend.name == "onnxruntime" and again.backend.precision in ("fp32", "int8")
     assert {p: p.stat().st_mtime_ns for p in ox.model_dir(onnx_cache, spec).glob("*.onnx")} == before
-    assert default_backend(spec) == "onnx"
 
 
 def test_auto_choice_made_with_an_older_recipe_is_made_again(exported, tiny_specs, onnx_cache):
     spec = tiny_specs["style"]
-    translator_for(spec, backend="auto", device="cpu")
-    path = ox.auto_choice_path(onnx_cache, spec, "cpu")
-    choice = json.loads(path.read_text())
-    assert choice["recipes"] == {"fp32": ox.RECIPES["fp32"], "int8": ox.RECIPES["int8"]}
-    stale = dict(choice, recipes={"fp32": ox.RECIPES["fp32"], "int8": ox.RECIPES["int8"] - 1},
-                 selected="fp32", reason="judged with an older int8")
-    path.write_text(json.dumps(stale))
-    module = load_generator(spec)
-    ox.choose_precision(spec, module, None, device="cpu", root=onnx_cache)
-    again = json.loads(path.read_text())
-    assert again["recipes"] == choice["recipes"] and again["reason"] != "judged with an older int8"
+    module = load_model(spec, allow_fallback=False).module
+    source = load_model(spec, allow_fallback=False).source
+    first = tn.run_tournament(spec, module, source, device="cpu", root=onnx_cache)
+    assert tn.run_tournament(spec, module, source, device="cpu", root=onnx_cache).reused
+    assert first.record["key"]["recipes"]["onnx int8"] == ox.RECIPES["int8"]
+    stale = json.loads(first.record_path.read_text())
+    stale["key"]["recipes"]["onnx int8"] -= 1
+    stale["chosen"] = {"runtime": "torch", "precision": "fp32"}
+    first.record_path.write_text(json.dumps(stale))
+    again = tn.run_tournament(spec, module, source, device="cpu", root=onnx_cache)
+    assert not again.reused and again.record["key"] == first.record["key"]
 
 
 def test_changed_weights_file_re_exports(tmp_path, monkeypatch):
@@ -219,7 +223,7 @@ def test_default_backend_is_torch_without_onnxruntime(tiny_specs, monkeypatch):
     monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
     spec = tiny_specs["upscale"]
     assert default_backend(spec) == "torch"
-    assert translator_for(spec, backend="auto", device="cpu").backend.name == "torch"
+    assert translator_for(spec, backend="auto", device="cpu", background=False).backend.name == "torch"
     with pytest.raises(BackendUnavailableError, match="onnxruntime"):
         translator_for(spec, backend="onnx", device="cpu")
 
@@ -234,19 +238,27 @@ def test_env_var_forces_a_backend(tiny_specs, monkeypatch):
         default_backend(spec)
 
 
-def test_export_failure_falls_back_for_auto_and_raises_for_onnx(tmp_path, monkeypatch, caplog):
+def test_export_failure_is_a_verdict_for_auto_and_an_error_for_onnx(tmp_path, monkeypatch):
     monkeypatch.setenv(ox.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
     spec = make_tiny_model(tmp_path / "model", "upscale", seed=3)
+    calls = []
 
     def broken(*args, **kwargs):
+        calls.append(1)
         raise RuntimeError("simulated exporter crash")
 
     monkeypatch.setattr(ox, "_export_fp32", broken)
-    with caplog.at_level("WARNING"):
-        translator = translator_for(spec, backend="auto", device="cpu")
-    assert translator.backend.name == "torch" and "simulated exporter crash" in caplog.text
-    assert default_backend(spec) == "torch"  # remembered: no export attempt on the next start
+    translator = translator_for(spec, backend="auto", device="cpu", background=False)
+    assert translator.backend.name == "torch"
+    record = json.loads(tn.record_path(tmp_path / "cache", spec, "cpu").read_text())
+    onnx = {c["precision"]: c for c in record["candidates"] if c["runtime"] == "onnxruntime"}
+    assert onnx["fp32"]["verdict"] == tn.EXPORT_FAILED and "simulated exporter crash" in onnx["fp32"]["reason"]
+    assert onnx["int8"]["verdict"] == tn.EXPORT_FAILED and "fp32 export unusable" in onnx["int8"]["reason"]
+    assert record["chosen"] == {"runtime": "torch", "precision": "fp32"} and calls == [1]
+    assert default_backend(spec) == "torch"
+    translator_for(spec, backend="auto", device="cpu", background=False)
+    assert calls == [1]  # remembered: the next load reuses the record and exports nothing
     with pytest.raises(OnnxExportError, match="simulated exporter crash"):
         translator_for(spec, backend="onnx", device="cpu")
 
@@ -289,8 +301,8 @@ def test_export_cli_writes_files_and_reports(exported, tiny_specs, onnx_cache, c
 def test_export_cli_all_skips_unavailable_weights(tiny_specs, tmp_path, monkeypatch, offline_hub, capsys):
     import export.__main__ as export_cli
 
-    hub_only = dataclasses.replace(tiny_specs["upscale"], id="hub-only", bundled=None, repo_id="nobody/none",
-                                   filename="x.bin", revision="main")
+    hub_only = dataclasses.replace(tiny_specs["upscale"], id="hub-only", bundled=None,
+                                   sources=(HubFile(repo_id="nobody/none", filename="x.bin", revision="main"),))
     monkeypatch.setattr(export_cli, "SPECS", {"hub-only": hub_only})
     assert export_main(["--all", "-o", str(tmp_path)]) == 1
     err = capsys.readouterr().err
@@ -435,7 +447,7 @@ def test_int8_of_the_bundled_defaults_keeps_40_db_on_photos_it_was_not_calibrate
     data = skip_without_shared_data()
     spec = get_spec(model_id)
     try:
-        module = load_generator(spec)
+        module = load_model(spec, allow_fallback=False).module
     except GanModelsError as exc:
         pytest.skip(f"bundled weights unavailable: {exc}")
     files = sorted((data / "sr" / "val").glob("*.png"))[:4] + sorted((data / "paintings").glob("*.jpg"))[:2]
@@ -454,3 +466,31 @@ def test_int8_of_the_bundled_defaults_keeps_40_db_on_photos_it_was_not_calibrate
         x = imaging.to_tensor_range(np.asarray(img, np.float32) / 255.0, spec.value_range)
         psnrs.append(ox.psnr_db(int8_path.run_array(x), torch_path.run_array(x), spec.value_range))
     assert min(psnrs) >= ox.MIN_PSNR_DB, dict(zip([f.name for f in files], psnrs, strict=True))
+
+
+def test_large_upscalers_calibrate_on_the_same_pixels_in_quarters(tiny_specs):
+    spec = tiny_specs["upscale"]
+    whole, names = ox.calibration_inputs(spec)
+    quarters, split_names = ox.calibration_inputs(spec, split=True)
+    assert split_names == names and len(quarters) == 4 * len(whole)
+    assert whole[0].shape == (1, 3, 64, 64) and quarters[0].shape == (1, 3, 32, 32)
+    np.testing.assert_array_equal(quarters[0], whole[0][:, :, :32, :32])
+    np.testing.assert_array_equal(quarters[3], whole[0][:, :, 32:, 32:])
+
+
+def test_calibration_session_runs_without_a_memory_pattern(tmp_path):
+    import onnxruntime as ort
+    from onnxruntime.quantization import calibrate
+
+    original = calibrate.CalibraterBase.create_inference_session
+    path = tmp_path / "prelu.onnx"
+    with torch.no_grad():
+        torch.onnx.export(_prelu_net([0.25, 0.5]), (torch.randn(1, 3, 8, 8),), str(path), dynamo=True,
+                          input_names=["input"], output_names=["output"])
+    fields = {"augmented_model_path": str(path), "execution_providers": ["CPUExecutionProvider"]}
+    stub = type("Calibrater", (), fields)()
+    with ox._calibration_without_memory_pattern():
+        calibrate.CalibraterBase.create_inference_session(stub)
+    assert calibrate.CalibraterBase.create_inference_session is original
+    assert isinstance(stub.infer_session, ort.InferenceSession)
+    assert stub.infer_session.get_session_options().enable_mem_pattern is False

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gan_models import GanModelsError, Translator, translator_for
-from gan_models.backends import BackendOutOfMemory, TorchBackend
+from gan_models.runtimes import BackendOutOfMemory, TorchBackend
 from gan_models.weights import load_model
 
 from .conftest import REPO, rgb_image
@@ -146,7 +146,7 @@ def test_tiled_upscale_working_memory_is_about_two_result_buffers(tiny_specs):
 _FAULTS_SCRIPT = """
 import resource, sys
 import torch
-from gan_models.backends import tune_malloc
+from gan_models.runtimes import tune_malloc
 tuned = sys.argv[1] == "tuned" and tune_malloc()
 conv = torch.nn.Conv2d(16, 16, 3, padding=1)
 def run():  # 4 MiB activations, new buffer per layer: the allocation pattern of every generator here
@@ -178,10 +178,10 @@ def test_tune_malloc_stops_page_faults_between_runs():
 def test_tune_malloc_is_a_no_op_without_mallopt(monkeypatch):
     import ctypes
 
-    from gan_models import backends
+    from gan_models.runtimes import malloc
 
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: object())  # a libc without mallopt (musl)
-    assert backends.tune_malloc() is False
+    assert malloc.tune_malloc() is False
 
 
 class _Recording:

@@ -1,111 +1,16 @@
-"""Backends run a network on a batch: numpy (N, C, H, W) float32 in, numpy float32 out.
-
-This is the only thing that differs between PyTorch and onnxruntime; everything around it (padding, tiling,
-colour handling) lives in the Translator, so a parity test of two backends checks exactly what users run.
-Backends hold no per-request state and are safe to call from several threads at once.
-"""
+"""onnxruntime: the session cache and the backend that runs an exported graph (CPU, or CUDA with onnxruntime-gpu)."""
 
 from __future__ import annotations
 
-import ctypes
-import sys
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from .errors import BackendUnavailableError, GanModelsError
-
-
-class BackendOutOfMemory(GanModelsError):
-    """The accelerator ran out of memory on this input; the Translator retries with smaller tiles."""
-
-
-class Backend(Protocol):
-    name: str  # "torch" | "onnxruntime"
-    device: str  # "cpu" | "cuda"
-    precision: str  # "fp32" | "fp16" | "int8" | "bf16"
-
-    def __call__(self, x: np.ndarray) -> np.ndarray: ...
-
-
-def resolve_device(device: str = "auto") -> str:
-    """"auto" → "cuda" when a CUDA device is usable, else "cpu"; anything else is checked and returned."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise GanModelsError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise GanModelsError("device 'cuda' was asked for but no CUDA device is available")
-    return device
-
-
-class TorchBackend:
-    """Plain PyTorch: eval mode, `inference_mode`, fp32 (or fp16 on CUDA only: fp16 on CPU is slow and lossy).
-
-    Parameters:
-        model: the generator (moved to `device`, switched to eval).
-        device: "auto", "cpu" or "cuda".
-        threads: intra-op CPU threads; None keeps torch's default. torch's setting is process-wide, so the
-            app sets it once at start-up rather than per request.
-        half: run in fp16 (CUDA only).
-    """
-
-    name = "torch"
-
-    def __init__(
-        self, model: nn.Module, *, device: str = "auto", threads: int | None = None, half: bool = False
-    ) -> None:
-        self.device = resolve_device(device)
-        if half and self.device != "cuda":
-            raise GanModelsError("fp16 (half) is only offered on CUDA; on CPU it is slower and loses precision")
-        if threads is not None:
-            torch.set_num_threads(max(1, int(threads)))
-        self.precision = "fp16" if half else "fp32"
-        self._dtype = torch.float16 if half else torch.float32
-        self.model = model.to(self.device, dtype=self._dtype).eval()
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        # (N, C, H, W) float32 -> (N, C', H*s, W*s) float32
-        try:
-            with torch.inference_mode():
-                t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device, dtype=self._dtype)
-                y = self.model(t)
-                return y.float().cpu().numpy()
-        except torch.OutOfMemoryError as exc:
-            if self.device == "cuda":
-                torch.cuda.empty_cache()
-            raise BackendOutOfMemory(f"out of memory on {self.device} for input {tuple(x.shape)}") from exc
-
-
-# glibc serves blocks above its mmap threshold (dynamic, 128 KiB to 32 MiB) with fresh mmaps and trims a free heap
-# top above twice that, so torch's activations (8-13 MB per layer at 256²) go back to the kernel and fault in again on
-# the next run: eager upscale 256² took a median 648 ms that way against 434 ms with these settings (2-core AVX2,
-# 8 processes each; ~90k page faults over 8 runs of a small net → 0, see tests). Blocks above 32 MiB (whole
-# 8-megapixel results) stay mmapped and are returned when freed; at most 512 MiB of free heap is kept.
-MALLOC_MMAP_THRESHOLD = 32 << 20
-MALLOC_TRIM_THRESHOLD = 512 << 20
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-
-
-def tune_malloc() -> bool:
-    """Keep torch's per-run buffers in the heap (glibc only; a no-op returning False elsewhere).
-
-    Process-wide, so entry points (app.py, the CLI, train.py, the benchmark) call it once at start-up; the library
-    never does.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # musl and other libcs have no mallopt: AttributeError
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+from ..errors import BackendUnavailableError, GanModelsError, first_line
+from .base import BackendOutOfMemory
 
 
 def import_onnxruntime() -> Any:
@@ -167,8 +72,7 @@ def _make_session(path: Path, device: str, threads: int) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendUnavailableError(f"onnxruntime cannot load {path.name}: {first}") from exc
+        raise BackendUnavailableError(f"onnxruntime cannot load {path.name}: {first_line(exc)}") from exc
 
 
 def get_session(path: str | Path, *, device: str = "cpu", threads: int | None = None, cache: bool = True) -> Any:
@@ -240,6 +144,4 @@ class OnnxBackend:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind types
             if _is_out_of_memory(exc):
                 raise BackendOutOfMemory(f"out of memory on {self.device} for input {tuple(x.shape)}") from exc
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GanModelsError(f"onnxruntime failed on input {tuple(x.shape)}: {first}") from exc
-
+            raise GanModelsError(f"onnxruntime failed on input {tuple(x.shape)}: {first_line(exc)}") from exc

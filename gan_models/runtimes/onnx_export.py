@@ -1,14 +1,12 @@
 """Export any spec to ONNX, check it against PyTorch through the same Translator, write a JSON sidecar.
 
-    python -m export default-upscale-x4 -o exported/                     # fp32
-    python -m export default-style default-sketch -o exported/ --precision fp32 int8
-    python -m export --all -o exported/ --precision fp32 fp16 int8
-
-Layout (the same as the backend's cache, so `GAN_STUDIO_ONNX_CACHE=exported/` reuses these files):
+The library's own export code: the background worker (worker.py) and the tournament (tournament.py) make their graphs
+here, and `python -m export` is a thin command line over `export_model`. Layout of a cache folder (the background
+worker's, `GAN_STUDIO_ONNX_CACHE`, or any `python -m export -o DIR`: the same, so one can stand in for the other):
 
     DIR/<spec id>/<spec id>.<precision>.onnx     the model (inputs and outputs float32, dynamic N, H, W)
     DIR/<spec id>/<spec id>.<precision>.json     sidecar: spec, opset, sha256, weights, parity, quantization
-    DIR/<spec id>/auto.<device>.json             which precision `backend="auto"` picked here, and why
+    DIR/<spec id>/tournament.<device>.json       which runtime and precision `backend="auto"` picked here, and why
 
 Precisions:
     fp32  torch.onnx.export(dynamo=True); parity: max |onnx - torch| <= FP32_TOLERANCE x value range.
@@ -20,8 +18,7 @@ Precisions:
           onnxruntime 1.32), so a bf16 file could be neither checked nor run here.
     Reduced precisions must keep PSNR >= MIN_PSNR_DB against the torch fp32 output on the parity image.
 
-Heavy imports (torch.onnx, onnx, onnxruntime) happen inside functions: `default_backend()` reads sidecars through
-this module and must stay cheap.
+Heavy imports (torch.onnx, onnx, onnxruntime) happen inside functions, so importing the library stays cheap.
 """
 
 from __future__ import annotations
@@ -44,14 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from gan_models.errors import BackendUnavailableError, GanModelsError, OnnxExportError
-from gan_models.files import atomic_write, sha256_file
-from gan_models.specs import ModelSpec
+from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError, first_line
+from ..files import atomic_write, sha256_file
+from ..settings import env, user_cache_dir
+from ..specs import ModelSpec
 
 FORMAT = "gan_models.onnx/1"
 # How each precision is made; bumping one re-exports that precision in every cache (older files are stale).
 # int8 2: PRelu rewritten as Max(x, a*x) before quantization. 3: the first conv stays float. 4: and an RGB last conv.
-RECIPES = {"fp32": 1, "fp16": 1, "int8": 4, "bf16": 1}
+# 5: large upscalers calibrate on the same pixels in 32x32 quarters, without onnxruntime's memory pattern (memory).
+RECIPES = {"fp32": 1, "fp16": 1, "int8": 5, "bf16": 1}
 OPSET = 18
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "bf16")
 RUNNABLE_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -59,9 +58,8 @@ RUNNABLE_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 # model's value range, so [-1, 1] models get 2e-3 and [0, 1] models 1e-3.
 FP32_TOLERANCE = 1e-3
 MIN_PSNR_DB = 40.0
-# `backend="auto"` takes a reduced precision only when it is clearly faster than fp32 on this machine.
-AUTO_MIN_SPEEDUP = 1.1
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+# The repository's examples/ (calibration and parity images); a bare copy of the library uses synthetic images.
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 CACHE_ENV = "GAN_STUDIO_ONNX_CACHE"
 
 # Fixed, shipped images: the parity image of each task is never used for int8 calibration.
@@ -72,6 +70,9 @@ _CALIBRATION_IMAGES = {
     "upscale": ("landscape.jpg", "logo_rgba.png", "gray16.png", "house_sketch.png"),
 }
 _SR_CALIBRATION_CROP = 64  # MinMax calibration keeps every activation of a batch: small crops bound its memory
+# onnxruntime's calibration session held 2.06 GB more at 64x64 for RRDBNet (23 blocks, 64 features, 16.7M parameters),
+# which took a background preparation to 4.5 GB: above this many weights, each crop is fed as its four 32x32 quarters.
+_LARGE_MODEL_PARAMS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,9 @@ class Exported:
 
 def cache_dir() -> Path:
     """GAN_STUDIO_ONNX_CACHE, else $XDG_CACHE_HOME/gan-studio/onnx, else ~/.cache/gan-studio/onnx (never the repo)."""
-    if env := os.environ.get(CACHE_ENV):
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gan-studio" / "onnx"
+    if folder := env(CACHE_ENV):
+        return Path(folder).expanduser()
+    return user_cache_dir() / "onnx"
 
 
 def _safe(name: str) -> str:
@@ -135,7 +135,7 @@ def state_sha256(module: Any) -> str:
     return h.hexdigest()
 
 
-def _weights_record(source: Any | None, module: Any) -> dict[str, Any]:
+def weights_record(source: Any | None, module: Any) -> dict[str, Any]:
     record: dict[str, Any] = {"state_sha256": state_sha256(module)}
     if source is None:
         record["origin"] = "in-memory (random init or unsaved)"
@@ -148,7 +148,7 @@ def _weights_record(source: Any | None, module: Any) -> dict[str, Any]:
     return record
 
 
-def _spec_record(spec: ModelSpec) -> dict[str, Any]:
+def spec_record(spec: ModelSpec) -> dict[str, Any]:
     return {
         "id": spec.id,
         "task": spec.task,
@@ -177,7 +177,7 @@ def check_precision(precision: str) -> str:
 
 
 def _example_rgb(name: str) -> np.ndarray | None:
-    from gan_models import imaging
+    from .. import imaging
 
     path = EXAMPLES_DIR / name
     if not path.is_file():
@@ -200,7 +200,7 @@ def _resize_rgb(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def _translation_side(spec: ModelSpec) -> int:
+def translation_side(spec: ModelSpec) -> int:
     m = max(1, spec.size_multiple)
     side = spec.input_size or 256
     return max(m, -(-side // m) * m)
@@ -212,7 +212,7 @@ def parity_input(spec: ModelSpec) -> tuple[np.ndarray, str]:
     Upscalers get the small shipped photo as it is (odd size, so padding and tiling are exercised); translation
     models get their task's image at the training size (sketches for sketch2photo).
     """
-    from gan_models import imaging
+    from .. import imaging
 
     name = _PARITY_IMAGE[spec.task]
     rgb = _example_rgb(name)
@@ -220,16 +220,54 @@ def parity_input(spec: ModelSpec) -> tuple[np.ndarray, str]:
     if rgb is None:
         rgb, label = _synthetic_rgb(107, 160, seed=1234), "synthetic 160x107 (examples/ missing)"
     if spec.task != "upscale":
-        side = _translation_side(spec)
+        side = translation_side(spec)
         rgb, label = _resize_rgb(rgb, side), f"{label} at {side}x{side}"
     return imaging.to_tensor_range(rgb, spec.value_range), label
 
 
-def calibration_inputs(spec: ModelSpec) -> tuple[list[np.ndarray], list[str]]:
-    """(1, 3, H, W) batches for int8 MinMax calibration, from images shipped in examples/, and their names."""
+# Held out from calibration too: the tournament judges every runtime and precision on these and the parity image.
+_HOLDOUT_IMAGES = {"style": ("shoe_sketch.png",), "sketch2photo": ("gray16.png",), "upscale": ("shoe_sketch.png",)}
+_SR_HOLDOUT_CROP = 96  # a centre crop: a large model's candidates each run it, and 4x of a whole photo costs seconds
+
+
+def holdout_inputs(spec: ModelSpec) -> list[tuple[np.ndarray, str]]:
+    """(1, 3, H, W) inputs no int8 calibration saw, in the model's range, with labels: the parity image first.
+
+    Sketch-to-photo models get edge maps (made the way the app makes them) of the extra photos.
+    """
     from PIL import Image
 
-    from gan_models import imaging
+    from .. import imaging
+
+    inputs = [parity_input(spec)]
+    for name in _HOLDOUT_IMAGES[spec.task]:
+        rgb = _example_rgb(name)
+        if rgb is None:
+            continue
+        label = f"examples/{name}"
+        if spec.task == "upscale":
+            c = min(_SR_HOLDOUT_CROP, *rgb.shape[:2])
+            top, left = (rgb.shape[0] - c) // 2, (rgb.shape[1] - c) // 2
+            rgb, label = rgb[top:top + c, left:left + c], f"{label} centre {c}x{c}"
+        else:
+            if spec.task == "sketch2photo":
+                edges = imaging.edges_from_photo(Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB"))
+                rgb = np.asarray(edges.convert("RGB"), np.float32) / 255.0
+                label = f"edges_from_photo({label})"
+            side = translation_side(spec)
+            rgb, label = _resize_rgb(rgb, side), f"{label} at {side}x{side}"
+        inputs.append((imaging.to_tensor_range(np.ascontiguousarray(rgb), spec.value_range), label))
+    return inputs
+
+
+def calibration_inputs(spec: ModelSpec, *, split: bool = False) -> tuple[list[np.ndarray], list[str]]:
+    """(1, 3, H, W) batches for int8 MinMax calibration, from images shipped in examples/, and their names.
+
+    `split` (upscalers): the same pixels in quarter-size crops, for models whose activations would not fit otherwise.
+    """
+    from PIL import Image
+
+    from .. import imaging
 
     rgbs: list[tuple[str, np.ndarray]] = []
     for name in _CALIBRATION_IMAGES[spec.task]:
@@ -252,9 +290,12 @@ def calibration_inputs(spec: ModelSpec) -> tuple[list[np.ndarray], list[str]]:
                 rgb = _resize_rgb(rgb, c)
             h, w = rgb.shape[:2]
             for top, left in ((0, 0), (h - c, w - c), ((h - c) // 2, (w - c) // 2)):
-                batches.append(imaging.to_tensor_range(rgb[top:top + c, left:left + c], spec.value_range))
+                crop = rgb[top:top + c, left:left + c]
+                q = c // 2
+                parts = [crop[y:y + q, x:x + q] for y in (0, q) for x in (0, q)] if split else [crop]
+                batches.extend(imaging.to_tensor_range(np.ascontiguousarray(p), spec.value_range) for p in parts)
     else:
-        side = _translation_side(spec)
+        side = translation_side(spec)
         for _, rgb in rgbs:
             small = _resize_rgb(rgb, side)
             batches.append(imaging.to_tensor_range(small, spec.value_range))
@@ -270,7 +311,7 @@ def psnr_db(a: np.ndarray, b: np.ndarray, value_range: tuple[float, float]) -> f
     return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
 
 
-def _json_float(v: float) -> float | str:
+def json_float(v: float) -> float | str:
     return v if np.isfinite(v) else "inf"
 
 
@@ -395,22 +436,53 @@ def _image_convs(model: Any) -> list[str]:
     return kept
 
 
+_CALIBRATION_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _calibration_without_memory_pattern() -> Iterator[None]:
+    """Make onnxruntime's calibration session run without a memory pattern, one calibration at a time.
+
+    quantize_static builds that session itself (CalibraterBase.create_inference_session) and takes no session
+    options, so the method is swapped for the duration. For RRDBNet (23 blocks, 64 features) at 64x64 the session
+    grew by 2.06 GB with the pattern and 1.14 GB without (measured around MinMaxCalibrater.collect_data).
+    """
+    import onnxruntime
+    from onnxruntime.quantization import calibrate
+
+    def create_inference_session(self: Any) -> None:
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # as onnxruntime does
+        options.enable_mem_pattern = False
+        self.infer_session = onnxruntime.InferenceSession(self.augmented_model_path, sess_options=options,
+                                                          providers=self.execution_providers)
+
+    with _CALIBRATION_GUARD:
+        original = calibrate.CalibraterBase.create_inference_session
+        calibrate.CalibraterBase.create_inference_session = create_inference_session
+        try:
+            yield
+        finally:
+            calibrate.CalibraterBase.create_inference_session = original
+
+
 def _derive_int8(fp32_path: Path, path: Path, spec: ModelSpec) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    batches, names = calibration_inputs(spec)
+    model = onnx.load(str(fp32_path))
+    n_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    batches, names = calibration_inputs(spec, split=n_params > _LARGE_MODEL_PARAMS)
     with tempfile.TemporaryDirectory(prefix="gan_onnx_q_") as tmp:
         pre = Path(tmp) / "pre.onnx"
-        model = onnx.load(str(fp32_path))
         rewritten = prelu_as_max(model)
         onnx.save(model, str(pre))
         # Symbolic shape inference cannot follow the dynamic H/W through every op (it raises "Incomplete symbolic
         # shape inference"); ONNX shape inference and the graph optimisation pass are enough for quantization.
         quant_pre_process(str(pre), str(pre), skip_symbolic_shape=True)
         kept_float = _image_convs(onnx.load(str(pre)))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _calibration_without_memory_pattern():
             warnings.simplefilter("ignore")
             quantize_static(
                 str(pre),
@@ -454,8 +526,9 @@ def _parity(
     spec: ModelSpec, module: Any, path: Path, precision: str, *, device: str, reference: np.ndarray | None
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Run the fixed image through the same Translator with the torch and the ONNX backend and compare."""
-    from gan_models.backends import OnnxBackend, TorchBackend
-    from gan_models.pipeline import Translator
+    from ..pipeline import Translator
+    from .onnxruntime_backend import OnnxBackend
+    from .torch_backend import TorchBackend
 
     x, label = parity_input(spec)
     tile = spec.tile if spec.task == "upscale" else None
@@ -473,7 +546,7 @@ def _parity(
         "reference": "torch fp32 (TorchBackend, cpu) through the same Translator",
         "device": backend.device,
         "max_abs_diff": max_abs,
-        "psnr_vs_fp32_db": _json_float(psnr),
+        "psnr_vs_fp32_db": json_float(psnr),
     }
     if precision == "fp32":
         tol = FP32_TOLERANCE * (hi - lo)
@@ -491,7 +564,7 @@ def _dynamic_check(spec: ModelSpec, module: Any, path: Path) -> dict[str, Any]:
     """Batch 2 at a non-square size the export never saw, against torch: proves N, H and W are really dynamic."""
     import torch
 
-    from gan_models.backends import OnnxBackend
+    from .onnxruntime_backend import OnnxBackend
 
     m = max(1, spec.size_multiple)
     h = max(m, -(-24 // m) * m)
@@ -503,24 +576,25 @@ def _dynamic_check(spec: ModelSpec, module: Any, path: Path) -> dict[str, Any]:
         ref = module(torch.from_numpy(x)).numpy()
     out = OnnxBackend(path, device="cpu", cache=False)(x)
     diff = float(np.max(np.abs(out - ref))) if out.shape == ref.shape else float("inf")
-    return {"input_shape": list(x.shape), "output_shape": list(out.shape), "max_abs_diff": _json_float(diff),
+    return {"input_shape": list(x.shape), "output_shape": list(out.shape), "max_abs_diff": json_float(diff),
             "passed": bool(diff <= FP32_TOLERANCE * (hi - lo))}
 
 
 # --- sidecars and the cache -------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path, fmt: str = FORMAT) -> dict[str, Any] | None:
+    """The JSON object in `path` when it is one of ours (its "format" is `fmt`); None when missing or unreadable."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+    return data if isinstance(data, dict) and data.get("format") == fmt else None
 
 
 def _versions() -> dict[str, str]:
@@ -536,7 +610,7 @@ def _sidecar_matches(data: dict[str, Any] | None, spec: ModelSpec, precision: st
         data is not None
         and data.get("precision") == precision
         and data.get("recipe", 1) == RECIPES[precision]
-        and data.get("spec") == _spec_record(spec)
+        and data.get("spec") == spec_record(spec)
         and data.get("weights", {}).get("state_sha256") == state_sha
     )
 
@@ -581,7 +655,7 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 def _failure_sidecar(spec: ModelSpec, precision: str, weights: dict[str, Any], error: str, opset: int) -> dict:
     return {
         "format": FORMAT,
-        "spec": _spec_record(spec),
+        "spec": spec_record(spec),
         "precision": precision,
         "recipe": RECIPES[precision],
         "opset": opset,
@@ -624,19 +698,18 @@ def _export_one(
             os.replace(tmp_path, path)
     except OnnxExportError as exc:
         data = _failure_sidecar(spec, precision, weights, str(exc), opset)
-        _write_json(sidecar_path, data)
+        write_json(sidecar_path, data)
         return Exported(path, sidecar_path, data)
     except Exception as exc:  # noqa: BLE001 - exporter/quantizer internals raise anything; keep it as a failure
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        message = f"{spec.id} {precision}: export failed: {type(exc).__name__}: {first}"
+        message = f"{spec.id} {precision}: export failed: {type(exc).__name__}: {first_line(exc)}"
         data = _failure_sidecar(spec, precision, weights, message, opset)
-        _write_json(sidecar_path, data)
+        write_json(sidecar_path, data)
         return Exported(path, sidecar_path, data)
     export_s = time.perf_counter() - t0
     parity, reference["out"] = _parity(spec, module, path, precision, device="cpu", reference=reference.get("out"))
     data: dict[str, Any] = {
         "format": FORMAT,
-        "spec": _spec_record(spec),
+        "spec": spec_record(spec),
         "precision": precision,
         "recipe": RECIPES[precision],
         "opset": opset,
@@ -657,12 +730,12 @@ def _export_one(
         data["dynamic_check"] = _dynamic_check(spec, module, path)
         if not data["dynamic_check"]["passed"] and parity["passed"]:
             parity.update(passed=False, reason=f"batch-2 {data['dynamic_check']['input_shape']} run differs from torch")
-    _write_json(sidecar_path, data)
+    write_json(sidecar_path, data)
     return Exported(path, sidecar_path, data)
 
 
-def _prepare(module: Any) -> Any:
-    # A private fp32 CPU copy: the caller's module may live on CUDA, in half precision, or serve requests.
+def prepare_module(module: Any) -> Any:
+    """A private fp32 CPU copy in eval mode: the caller's module may be on CUDA, in half precision, or serving."""
     return copy.deepcopy(module).float().cpu().eval()
 
 
@@ -682,7 +755,7 @@ def export_model(
     A remembered failure of the same weights is returned as it is (no export every time a model loads) unless
     `retry_failed`.
 
-    The weights come from `module` (as loaded) or, when None, from `gan_models.load_generator_with_source(spec)`.
+    The weights come from `module` (as loaded) or, when None, from `gan_models.load_model(spec, allow_fallback=False)`.
     Reduced precisions are derived from the fp32 export, which is made (or reused) first. A failed export or
     parity check does not raise: it is returned (and written to the sidecar) with `passed` False.
 
@@ -693,12 +766,13 @@ def export_model(
     for p in precisions:
         check_precision(p)
     if module is None:
-        from gan_models.weights import load_generator_with_source
+        from ..weights import load_model
 
-        module, source = load_generator_with_source(spec)
+        loaded = load_model(spec, allow_fallback=False)
+        module, source = loaded.module, loaded.source
     root = Path(root)
-    module = _prepare(module)
-    weights = _weights_record(source, module)
+    module = prepare_module(module)
+    weights = weights_record(source, module)
     results: list[Exported] = []
     reference: dict[str, np.ndarray] = {}  # the torch output on the parity image, computed once
     with _folder_lock(model_dir(root, spec)):
@@ -714,123 +788,10 @@ def export_model(
                 if not fp32.passed:
                     data = _failure_sidecar(spec, precision, weights, f"fp32 export unusable: {fp32.failure}", opset)
                     path = onnx_path_for(root, spec, precision)
-                    _write_json(path.with_suffix(".json"), data)
+                    write_json(path.with_suffix(".json"), data)
                     done = Exported(path, path.with_suffix(".json"), data)
                 else:
                     done = _export_one(spec, module, weights, root, precision, opset=opset, fp32=fp32,
                                        reference=reference)
             results.append(done)
     return results
-
-
-# --- what backend="auto" runs -----------------------------------------------------------------------------------
-
-
-def _bench_input(spec: ModelSpec) -> np.ndarray:
-    if spec.task == "upscale":
-        side = min(spec.tile or 128, 256)
-    else:
-        side = _translation_side(spec)
-    lo, hi = spec.value_range
-    return (np.random.default_rng(3).random((1, 3, side, side), dtype=np.float32) * (hi - lo) + lo).astype(np.float32)
-
-
-def _time_backends(backends: dict[str, Any], x: np.ndarray, repeats: int = 3) -> dict[str, float]:
-    """Best-of-`repeats` seconds per backend, runs interleaved so background load hits every candidate alike."""
-    for b in backends.values():
-        b(x)  # warm-up: first run plans memory
-    best = {name: float("inf") for name in backends}
-    for _ in range(repeats):
-        for name, b in backends.items():
-            t = time.perf_counter()
-            b(x)
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
-
-
-def auto_choice_path(root: Path, spec: ModelSpec, device: str) -> Path:
-    return model_dir(root, spec) / f"auto.{device}.json"
-
-
-def choose_precision(
-    spec: ModelSpec,
-    module: Any,
-    source: Any | None,
-    *,
-    device: str,
-    threads: int | None = None,
-    root: str | Path | None = None,
-) -> Exported:
-    """Export (or reuse) fp32 and this device's reduced precision; return the fastest that passes.
-
-    The reduced candidate is int8 on CPU and fp16 on CUDA. It is taken only when it passed (PSNR >= 40 dB vs fp32)
-    and ran at least AUTO_MIN_SPEEDUP x faster than fp32 here, timed on one fixed input. The decision is written
-    to `auto.<device>.json` and reused until the weights change.
-
-    Raises:
-        OnnxExportError: not even fp32 exported and passed parity (the message says why).
-    """
-    from gan_models.backends import OnnxBackend
-
-    root = Path(root) if root is not None else cache_dir()
-    reduced = "fp16" if device == "cuda" else "int8"
-    state_sha = state_sha256(module)
-    choice_path = auto_choice_path(root, spec, device)
-    recipes = {p: RECIPES[p] for p in ("fp32", reduced)}
-    choice = read_json(choice_path)
-    if (choice is not None and choice.get("state_sha256") == state_sha and choice.get("spec") == _spec_record(spec)
-            and choice.get("recipes") == recipes):  # a candidate made a new way is judged again
-        selected = choice.get("selected")
-        if selected is None:
-            raise OnnxExportError(f"{spec.id}: {choice.get('reason', 'no ONNX export passed parity')}")
-        done = load_existing(root, spec, selected, state_sha)
-        if done is not None and done.passed:
-            return done
-    results = {e.precision: e for e in export_model(spec, root, precisions=("fp32", reduced), module=module,
-                                                     source=source)}
-    fp32, low = results["fp32"], results[reduced]
-    record: dict[str, Any] = {
-        "format": FORMAT, "spec": _spec_record(spec), "state_sha256": state_sha, "device": device,
-        "recipes": recipes, "weights": fp32.sidecar.get("weights", {}),
-        "candidates": {p: {"passed": e.passed, "failure": e.failure,
-                           "psnr_vs_fp32_db": e.sidecar.get("parity", {}).get("psnr_vs_fp32_db")}
-                       for p, e in results.items()},
-    }
-    if not fp32.passed:
-        record.update(selected=None, reason=f"fp32 ONNX unusable: {fp32.failure}")
-        _write_json(choice_path, record)
-        raise OnnxExportError(f"{spec.id}: {record['reason']}")
-    selected = fp32
-    if low.passed:
-        backends = {p: OnnxBackend(e.onnx_path, device=device, threads=threads, precision=p)
-                    for p, e in results.items()}
-        seconds = _time_backends(backends, _bench_input(spec))
-        record["latency_ms"] = {p: round(s * 1000, 2) for p, s in seconds.items()}
-        record["bench_input"] = list(_bench_input(spec).shape)
-        if seconds["fp32"] >= AUTO_MIN_SPEEDUP * seconds[reduced]:
-            selected = low
-        record["reason"] = (f"{reduced} {seconds['fp32'] / seconds[reduced]:.2f}x vs fp32 "
-                            f"(needs {AUTO_MIN_SPEEDUP}x) at PSNR {low.sidecar['parity']['psnr_vs_fp32_db']} dB")
-    else:
-        record["reason"] = f"{reduced} rejected: {low.failure}"
-    record["selected"] = selected.precision
-    record["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    _write_json(choice_path, record)
-    return selected
-
-
-def recorded_auto_ok(spec: ModelSpec, device: str = "cpu", root: str | Path | None = None) -> bool | None:
-    """Cheap look at the cache for `default_backend`: False when an earlier export of this very weights file
-    failed, True when one passed, None when nothing (current) is recorded. Reads one small JSON file, no hashing."""
-    root = Path(root) if root is not None else cache_dir()
-    choice = read_json(auto_choice_path(root, spec, device))
-    if choice is None or choice.get("spec") != _spec_record(spec):
-        return None
-    weights = choice.get("weights", {})
-    path = weights.get("path")
-    if not path or not Path(path).is_file():
-        return None
-    st = Path(path).stat()
-    if (st.st_size, st.st_mtime_ns) != (weights.get("size"), weights.get("mtime_ns")):
-        return None  # the weights file changed since: the next load re-exports
-    return choice.get("selected") is not None

@@ -1,0 +1,147 @@
+"""RUNTIMES: every way this library can run a network, written out by hand, with the precisions each offers here.
+
+A runtime builds its backend from `Artifacts`: the loaded network (fp32, CPU) and the graphs exported from it, made
+on first ask and cached on disk. Every candidate of one model is built from that same module or exported graph, so
+the tournament compares runtimes, not exports. Adding a runtime is one entry below, e.g.
+
+    "openvino": Runtime(name="openvino", offers=("fp32", "bf16", "int8"), available=openvino_importable,
+                        precisions=lambda device: ..., install="pip install openvino",
+                        make=lambda a, *, precision, device, threads: OpenVinoBackend(
+                            a.onnx("int8" if precision == "int8" else "fp32"), precision=precision, threads=threads)),
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError
+from ..specs import ModelSpec
+from .base import Backend
+from .onnx_export import Exported, export_model
+from .onnxruntime_backend import OnnxBackend, import_onnxruntime
+from .torch_backend import TorchBackend
+
+
+@dataclass
+class Artifacts:
+    """What a runtime builds from: one loaded network and its exports, made once per precision and remembered.
+
+    Parameters:
+        spec: the model.
+        module: the network, fp32 on the CPU (a private copy: runtimes may convert it).
+        source: where its weights came from (recorded in sidecars); None for in-memory (random-init) weights.
+        root: the export cache folder.
+    """
+
+    spec: ModelSpec
+    module: Any
+    source: Any | None
+    root: Path
+    _exports: dict[str, Exported] = field(default_factory=dict, repr=False)
+
+    def export(self, precision: str) -> Exported:
+        """The ONNX export of `precision` (made or reused from the cache), passed or not."""
+        if precision not in self._exports:
+            (self._exports[precision],) = export_model(self.spec, self.root, precisions=(precision,),
+                                                       module=self.module, source=self.source)
+        return self._exports[precision]
+
+    def onnx(self, precision: str) -> Path:
+        """The exported graph of `precision` for a runtime to load.
+
+        A reduced precision that misses the PSNR bar on the parity image is still handed out: the tournament judges
+        every runtime on it with its own held-out images. An fp32 graph that differs from torch is not.
+
+        Raises:
+            OnnxExportError: the export failed, or the fp32 graph does not match torch.
+        """
+        done = self.export(precision)
+        if done.sidecar.get("error") or (precision == "fp32" and not done.passed):
+            raise OnnxExportError(done.failure)
+        return done.onnx_path
+
+
+Make = Callable[..., Backend]  # make(artifacts, *, precision, device, threads) -> Backend
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One way to run a network.
+
+    Parameters:
+        name: the registry key, also `Backend.name` of what `make` returns.
+        offers: every precision this runtime can run anywhere.
+        available: whether its package can be imported in this process.
+        precisions: device ("cpu" or "cuda") → the precisions worth offering there (a subset of `offers`; empty
+            when the device cannot run it at all). Called only when `available()`.
+        make: builds a backend; raises OnnxExportError when its graph cannot be made, BackendUnavailableError when
+            the runtime cannot load it.
+        install: how to get it, for the message when it is missing.
+    """
+
+    name: str
+    offers: tuple[str, ...]
+    available: Callable[[], bool]
+    precisions: Callable[[str], tuple[str, ...]]
+    make: Make
+    install: str
+
+    def require(self) -> None:
+        if not self.available():
+            raise BackendUnavailableError(
+                f"the {self.name} backend is not installed ({self.install}); use backend 'torch' or 'auto'")
+
+
+def _onnxruntime_importable() -> bool:
+    try:
+        import_onnxruntime()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def _torch_precisions(device: str) -> tuple[str, ...]:
+    return ("fp32", "fp16") if device == "cuda" else ("fp32",)  # fp16 on CPU: slower and lossy
+
+
+def _make_torch(artifacts: Artifacts, *, precision: str, device: str, threads: int | None) -> Backend:
+    # A private copy: TorchBackend moves and converts its module in place, and others read artifacts.module.
+    # `threads` is not passed on: torch's thread count is process-wide, set once by the entry point.
+    del threads
+    return TorchBackend(copy.deepcopy(artifacts.module), device=device, half=precision == "fp16")
+
+
+def _onnxruntime_precisions(device: str) -> tuple[str, ...]:
+    if device == "cuda":
+        has_cuda = "CUDAExecutionProvider" in import_onnxruntime().get_available_providers()
+        return ("fp32", "fp16") if has_cuda else ()
+    return ("fp32", "int8")  # fp16 on CPU is slower than fp32 (0.74-0.98x measured); int8 needs a CPU
+
+
+def _make_onnxruntime(artifacts: Artifacts, *, precision: str, device: str, threads: int | None) -> Backend:
+    # A private session: the backend lives as long as the Translator that runs it, not in the process-wide cache.
+    return OnnxBackend(artifacts.onnx(precision), device=device, threads=threads, precision=precision, cache=False)
+
+
+RUNTIMES: dict[str, Runtime] = {
+    "torch": Runtime(name="torch", offers=("fp32", "fp16"), available=lambda: True, precisions=_torch_precisions,
+                     make=_make_torch, install="pip install torch"),
+    "onnxruntime": Runtime(name="onnxruntime", offers=("fp32", "fp16", "int8"), available=_onnxruntime_importable,
+                           precisions=_onnxruntime_precisions, make=_make_onnxruntime,
+                           install="pip install onnxruntime, or onnxruntime-gpu for CUDA"),
+}
+# Names a caller may pass as `backend`: "auto" (the tournament's choice), a runtime, or an older alias.
+ALIASES: dict[str, str] = {"onnx": "onnxruntime"}
+BACKENDS: tuple[str, ...] = ("auto", *RUNTIMES, *ALIASES)
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime called `name` (or an alias of it), else an error naming the valid choices."""
+    runtime = RUNTIMES.get(ALIASES.get(name, name))
+    if runtime is None:
+        raise GanModelsError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    return runtime

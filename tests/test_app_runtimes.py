@@ -1,0 +1,87 @@
+"""The app and the background runtime choice: no request waits for an export, and the app switches once it is ready.
+
+The first request of a model answers on torch while a background worker exports and times it; later requests run
+on the runtime the tournament chose, and the info line names the path each request ran. A Hub model served by its
+bundled fallback follows the same switch. `python app.py` loads each tab's default model at start-up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from app import Studio, TranslatorCache
+from gan_models.runtimes import RUNTIMES, worker
+from gan_models.runtimes import onnx_export as ox
+from gan_models.runtimes.worker import Preparer
+
+from .conftest import app_settings, rgb_image
+from .test_app import build_app_models
+
+
+@pytest.fixture
+def preparer(tmp_path, monkeypatch):
+    """A fresh process-wide Preparer over a private cache; only onnxruntime competes, so a switch is certain."""
+    monkeypatch.setenv(ox.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
+    monkeypatch.delitem(RUNTIMES, "torch")
+    fresh = Preparer()
+    monkeypatch.setattr(worker, "_DEFAULT", fresh)
+    return fresh
+
+
+def _wait_for_switch(translator, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while translator.backend.name == "torch":
+        assert time.monotonic() < deadline, f"{translator.spec.id} never left torch"
+        time.sleep(0.1)
+
+
+def test_first_request_answers_on_torch_and_later_ones_on_the_chosen_runtime(tmp_path, preparer, monkeypatch):
+    gate = threading.Event()
+    real = worker.run_tournament
+    monkeypatch.setattr(worker, "run_tournament", lambda *a, **k: (gate.wait(60), real(*a, **k))[1])
+    studio = Studio(specs=build_app_models(tmp_path / "models"), config=app_settings(backend="auto", device="cpu"))
+    image = tmp_path / "in.png"
+    rgb_image(40, 28, seed=3).save(image)
+
+    (_, after), path, info = studio.upscale(str(image), "tiny-upscale", 4, "auto")
+    assert "· torch on cpu ·" in info  # answered while the export waits behind the gate
+    gate.set()
+    translator = studio.cache.get("tiny-upscale")
+    _wait_for_switch(translator)
+    _, path2, info2 = studio.upscale(str(image), "tiny-upscale", 4, "auto")
+    assert "· onnxruntime" in info2 and "torch on cpu" not in info2
+
+
+    first, later = (np.asarray(Image.open(p), np.float64) for p in (path, path2))
+    assert first.shape == later.shape == (28 * 4, 40 * 4, 3)
+    mse = float(np.mean((first - later) ** 2))
+    assert mse == 0 or 10 * np.log10(255.0**2 / mse) >= 40
+
+
+def test_a_fallback_entry_follows_the_switch_of_the_model_it_shares(tmp_path, preparer, offline_hub):
+    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(backend="auto",
+                                                                                          device="cpu"))
+    hub, own = cache.get("hub-style"), cache.get("tiny-style")
+    assert hub.fell_back and hub.backend is own.backend and own.backend.name == "torch"
+    _wait_for_switch(own)
+    _wait_for_switch(hub)
+    assert hub.backend is own.backend and hub.backend.name == "onnxruntime"
+
+
+def test_start_up_loads_each_tabs_default_model_in_the_background(tmp_path, monkeypatch):
+    loaded: list[str] = []
+    real = app.load_model
+    monkeypatch.setattr(app, "load_model", lambda spec, **kw: (loaded.append(spec.id), real(spec, **kw))[1])
+    studio = Studio(specs=build_app_models(tmp_path / "models"), config=app_settings())
+    studio.warm_defaults().join(120)
+    assert sorted(loaded) == sorted({studio.default_model(t) for t in ("style", "sketch2photo", "upscale")})
+    assert all(studio.cache.status(studio.specs[i])[1] == "loaded" for i in loaded)
+    studio.cache.get(studio.default_model("upscale"))
+    assert len(loaded) == 3  # the first request finds it loaded

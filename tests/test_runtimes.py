@@ -1,0 +1,279 @@
+"""The runtime registry, the tournament's verdicts and the background switch, on tiny models, offline.
+
+Stub runtimes wrap the real torch backend and add exactly one defect each (a delay, noise, a failing export, a
+missing package, a precision this CPU lacks), so each verdict is produced by the tournament's real measurements.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from export.__main__ import main as export_main
+from gan_models import translator_for
+from gan_models.errors import GanModelsError, OnnxExportError
+from gan_models.runtimes import (
+    BACKENDS,
+    RUNTIMES,
+    Preparer,
+    Runtime,
+    TorchBackend,
+    get_runtime,
+    requested_backend,
+    worker,
+)
+from gan_models.runtimes import onnx_export as ox
+from gan_models.runtimes import tournament as tn
+from gan_models.weights import LoadedModel, build_generator, load_model
+
+from .conftest import make_tiny_model, rgb_image
+
+
+class Flawed:
+    """torch fp32 plus one flaw: `delay` seconds per call, or Gaussian `noise` on the output."""
+
+    device = "cpu"
+
+    def __init__(self, module, *, name: str, precision: str, delay: float = 0.0, noise: float = 0.0) -> None:
+        self.name, self.precision = name, precision
+        self._inner = TorchBackend(copy.deepcopy(module), device="cpu")
+        self._delay, self._noise = delay, noise
+        self.calls = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        time.sleep(self._delay)
+        y = self._inner(x)
+        if self._noise:
+            y = y + np.random.default_rng(0).normal(0, self._noise, y.shape).astype(np.float32)
+        return y
+
+
+def _stub(name: str, *, available: bool = True, here: tuple[str, ...] = ("fp32",), made: list | None = None,
+          fail: str | None = None, **flaw) -> Runtime:
+    def make(artifacts, *, precision, device, threads):
+        if made is not None:
+            made.append(precision)
+        if fail:
+            raise OnnxExportError(fail)
+        return Flawed(artifacts.module, name=name, precision=precision, **flaw)
+
+    return Runtime(name=name, offers=("fp32", "bf16"), available=lambda: available, precisions=lambda device: here,
+                   make=make, install=f"pip install {name}")
+
+
+@pytest.fixture
+def stubs(monkeypatch):
+    """Five stub runtimes next to torch; returns the list each appends to when asked to build a backend."""
+    made: dict[str, list] = {n: [] for n in ("slow", "noisy", "broken", "missing", "nobf16")}
+    entries = {
+        "slow": _stub("slow", made=made["slow"], delay=0.05),
+        "noisy": _stub("noisy", made=made["noisy"], noise=0.1),
+        "broken": _stub("broken", made=made["broken"], fail="simulated: the exporter crashed"),
+        "missing": _stub("missing", available=False, made=made["missing"]),
+        "nobf16": _stub("nobf16", here=("fp32",), made=made["nobf16"], delay=0.05),  # bf16 needs avx512_bf16
+    }
+    for name, runtime in entries.items():
+        monkeypatch.setitem(RUNTIMES, name, runtime)
+    return made
+
+
+def _verdicts(record: dict) -> dict[str, dict]:
+    return {f"{c['runtime']} {c['precision']}": c for c in record["candidates"]}
+
+
+def test_each_verdict_comes_from_a_measurement_and_is_recorded_with_the_reason(tiny_specs, tmp_path, stubs):
+    spec = tiny_specs["upscale"]
+    loaded = load_model(spec)
+    names = ("torch", "slow", "noisy", "broken", "missing", "nobf16")
+    outcome = tn.run_tournament(spec, loaded.module, loaded.source, device="cpu", root=tmp_path, runtimes=names)
+    assert (outcome.runtime, outcome.precision, outcome.reused) == ("torch", "fp32", False)
+    record = json.loads(outcome.record_path.read_text())
+    v = _verdicts(record)
+    assert v["torch fp32"]["verdict"] == tn.CHOSEN and v["torch fp32"]["psnr_db"] == "inf"
+    assert v["slow fp32"]["verdict"] == tn.TOO_SLOW and v["slow fp32"]["ms"] >= 50
+    assert v["slow fp32"]["ms"] > v["torch fp32"]["ms"] and "the time of torch fp32" in v["slow fp32"]["reason"]
+    assert v["noisy fp32"]["verdict"] == tn.TOO_INACCURATE and v["noisy fp32"]["psnr_db"] < tn.MIN_PSNR_DB
+    assert "ms" not in v["noisy fp32"]  # the inaccurate are never timed
+    assert v["broken fp32"]["verdict"] == tn.EXPORT_FAILED and "exporter crashed" in v["broken fp32"]["reason"]
+    assert v["missing fp32"]["verdict"] == "not available on this CPU"
+    assert "not installed" in v["missing fp32"]["reason"]
+    assert v["nobf16 bf16"]["verdict"] == "not available on this CPU" and v["nobf16 fp32"]["verdict"] == tn.TOO_SLOW
+    assert stubs["missing"] == [] and stubs["nobf16"] == ["fp32"]  # never built what cannot run here
+    assert record["key"]["cpu"] == tn.cpu_signature() and record["key"]["state_sha256"] == ox.state_sha256(
+        loaded.module)
+    assert record["images"][0].startswith("examples/") and len(record["images"]) == 2  # parity + a held-out crop
+
+
+def test_a_recorded_choice_is_reused_without_timing_until_its_key_changes(tiny_specs, tmp_path, stubs, monkeypatch):
+    spec = tiny_specs["upscale"]
+    loaded = load_model(spec)
+    names = ("torch", "slow")
+    tn.run_tournament(spec, loaded.module, loaded.source, device="cpu", root=tmp_path, runtimes=names)
+    assert stubs["slow"] == ["fp32"]
+    again = tn.run_tournament(spec, loaded.module, loaded.source, device="cpu", root=tmp_path, runtimes=names)
+    assert again.reused and stubs["slow"] == ["fp32"]  # the loser is not even built again
+    monkeypatch.setattr(tn, "cpu_signature", lambda: "another CPU, 64 logical CPUs, avx512_bf16")
+    moved = tn.run_tournament(spec, loaded.module, loaded.source, device="cpu", root=tmp_path, runtimes=names)
+    assert not moved.reused and stubs["slow"] == ["fp32", "fp32"]
+    other = LoadedModel(spec=spec, module=build_generator(spec).eval(), source=loaded.source)  # new weights
+    assert not tn.run_tournament(spec, other.module, other.source, device="cpu", root=tmp_path, runtimes=names).reused
+
+
+@pytest.mark.parametrize(("fp32_ms", "int8_ms", "winner"), [(100, 95, "fp32"), (100, 60, "int8")])
+def test_a_reduced_precision_must_be_clearly_faster_than_full_precision(fp32_ms, int8_ms, winner):
+    entries = {"onnxruntime fp32": {"runtime": "onnxruntime", "precision": "fp32"},
+               "onnxruntime int8": {"runtime": "onnxruntime", "precision": "int8"}}
+    chosen = tn._decide(entries, {"onnxruntime fp32": fp32_ms / 1000, "onnxruntime int8": int8_ms / 1000})
+    assert chosen == f"onnxruntime {winner}"
+    loser = entries[f"onnxruntime {'int8' if winner == 'fp32' else 'fp32'}"]
+    assert loser["verdict"] == tn.TOO_SLOW
+    if winner == "fp32":
+        assert f"{tn.AUTO_MIN_SPEEDUP}x" in loser["reason"]
+
+
+def test_int8_is_not_judged_on_in_memory_weights(tiny_specs, tmp_path):
+    spec = tiny_specs["upscale"]
+    module = build_generator(spec).eval()  # random init, no file
+    outcome = tn.run_tournament(spec, module, None, device="cpu", root=tmp_path)
+    v = _verdicts(outcome.record)
+    assert v["onnxruntime int8"]["verdict"] == tn.NOT_JUDGED and "trained weights" in v["onnxruntime int8"]["reason"]
+    assert v["onnxruntime fp32"]["verdict"] in (tn.CHOSEN, tn.TOO_SLOW) and v["onnxruntime fp32"]["psnr_db"] > 100
+    assert not list(ox.model_dir(tmp_path, spec).glob("*.int8.onnx"))
+
+
+def test_a_named_runtime_with_nothing_that_passes_raises_the_verdicts(tiny_specs, tmp_path, stubs):
+    spec = tiny_specs["upscale"]
+    loaded = load_model(spec)
+    with pytest.raises(OnnxExportError, match="noisy fp32: too inaccurate"):
+        tn.run_tournament(spec, loaded.module, loaded.source, device="cpu", root=tmp_path, runtimes=("noisy",))
+
+
+def test_registry_names_and_precisions(monkeypatch):
+    assert BACKENDS[0] == "auto" and {"torch", "onnxruntime", "onnx"} <= set(BACKENDS)
+    for runtime in RUNTIMES.values():
+        assert runtime.available() and set(runtime.precisions("cpu")) <= set(runtime.offers)
+    assert RUNTIMES["onnxruntime"].precisions("cpu") == ("fp32", "int8") and RUNTIMES["torch"].precisions("cpu") == (
+        "fp32",)
+    assert get_runtime("onnx") is RUNTIMES["onnxruntime"]
+    with pytest.raises(GanModelsError, match="unknown backend 'tf'; choose one of: auto, torch, onnxruntime"):
+        get_runtime("tf")
+    monkeypatch.setenv("GAN_STUDIO_BACKEND", "onnx")
+    assert requested_backend("auto") == "onnxruntime" and requested_backend("torch") == "torch"
+
+
+# --- the background switch --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def preparer(tmp_path, monkeypatch):
+    """A fresh process-wide Preparer over a private cache, with backend "auto" left to the tournament."""
+    monkeypatch.setenv(ox.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
+    fresh = Preparer()
+    monkeypatch.setattr(worker, "_DEFAULT", fresh)
+    return fresh
+
+
+def _psnr_u8(a, b) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_translator_answers_on_torch_then_switches_to_the_chosen_runtime(tmp_path, preparer, monkeypatch):
+    spec = make_tiny_model(tmp_path / "model", "upscale", seed=4)
+    monkeypatch.delitem(RUNTIMES, "torch")  # only onnxruntime competes, so the switch is certain to happen
+    gate = threading.Event()
+    real = worker.run_tournament
+
+    def gated(*args, **kwargs):
+        assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "run_tournament", gated)
+    t0 = time.perf_counter()
+    translator = translator_for(spec, device="cpu")
+    assert time.perf_counter() - t0 < 5 and translator.backend.name == "torch"
+    img = rgb_image(40, 28, seed=1)
+    first = translator(img)  # answered while the export waits behind the gate
+    gate.set()
+    job = preparer.submit(load_model(spec), device="cpu")  # the same weights: joins the running job
+    assert job.wait(300) and job.error is None
+    assert translator.backend.name == "onnxruntime" and translator.backend is job.backend
+    later = translator(img)
+    assert first.size == later.size and _psnr_u8(first, later) >= 40
+    if translator.backend.precision == "fp32":
+        assert np.abs(np.asarray(first, np.int16) - np.asarray(later, np.int16)).max() <= 1
+    assert translator_for(spec, device="cpu").backend is job.backend  # prepared weights start on the winner
+
+
+def test_a_failed_preparation_is_remembered_and_never_retried_per_request(tmp_path, preparer, monkeypatch):
+    spec = make_tiny_model(tmp_path / "model", "style", seed=5)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("simulated: out of disk space in the export cache")
+
+    monkeypatch.setattr(worker, "run_tournament", failing)
+    translator = translator_for(spec, device="cpu")
+    job = preparer.submit(load_model(spec), device="cpu")
+    assert job.wait(60) and "out of disk space" in job.error and job.backend is None
+    for _ in range(3):
+        assert translator(rgb_image(32, 32)).size == (32, 32)
+    again = translator_for(spec, device="cpu")
+    assert again.backend.name == "torch" and calls == [1]
+    assert preparer.ready(load_model(spec), device="cpu") is job
+
+
+def test_the_queue_is_bounded_and_a_refusal_is_not_remembered(tiny_specs, monkeypatch):
+    spec = tiny_specs["style"]
+    started, release = threading.Event(), threading.Event()
+
+    def blocking(spec, module, source, **kwargs):
+        started.set()
+        assert release.wait(60)
+        return tn.Outcome("torch", "fp32", TorchBackend(module, device="cpu"), {}, tn.Path("unused"), reused=True)
+
+    monkeypatch.setattr(worker, "run_tournament", blocking)
+    prep = Preparer(jobs=1, max_queued=1)
+    models = [LoadedModel(spec=spec, module=build_generator(spec).eval(), source=None) for _ in range(3)]
+    running = prep.submit(models[0], device="cpu")
+    assert started.wait(30)
+    queued = prep.submit(models[1], device="cpu")
+    refused = prep.submit(models[2], device="cpu")
+    assert refused.done.is_set() and "queue full" in refused.error and not queued.done.is_set()
+    release.set()
+    assert running.wait(30) and queued.wait(30) and running.error is None and queued.error is None
+    retried = prep.submit(models[2], device="cpu")
+    assert retried is not refused and retried.wait(30) and retried.error is None
+
+
+def test_warm_prepares_a_spec_so_its_first_translator_starts_on_the_winner(tmp_path, monkeypatch):
+    spec = make_tiny_model(tmp_path / "model", "upscale", seed=6)
+    chosen = []
+
+    def picks_stub(spec, module, source, **kwargs):
+        backend = Flawed(module, name="stub", precision="fp32")
+        chosen.append(backend)
+        return tn.Outcome("stub", "fp32", backend, {}, tn.Path("unused"), reused=False)
+
+    monkeypatch.setattr(worker, "run_tournament", picks_stub)
+    prep = Preparer()
+    assert prep.warm(spec, device="cpu").wait(60)
+    switched = []
+    job = prep.submit(load_model(spec), device="cpu", on_ready=switched.append)
+    assert job.done.is_set() and switched == chosen and len(chosen) == 1  # at once, no second tournament
+
+
+def test_export_cli_tournament_prints_verdicts_and_peak_rss(tiny_specs, tmp_path, capsys):
+    folder = str(tiny_specs["upscale"].bundled.parent)
+    assert export_main([folder, "-o", str(tmp_path), "--tournament", "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-upscale" in out and "chosen" in out and "peak RSS" in out
+    assert (tmp_path / "tiny-upscale" / "tournament.cpu.fp32.json").is_file()
