@@ -118,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     translator = translator_for(
         args.model, backend=args.backend, device=args.device, threads=args.threads,
         allow_fallback=not args.no_fallback, tile_budget_mb=args.tile_budget_mb,
+        background=False,  # a batch run is no request: choose the runtime first (once per weights; recorded)
     )
     if translator.fallback_reason is not None:
         print(f"note: {translator.fallback_reason}", file=sys.stderr)
@@ -166,7 +167,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .pipeline import translator_for
 
     options = {"backend": args.backend, "device": args.device, "allow_fallback": False,
-               "tile_budget_mb": args.tile_budget_mb}
+               "tile_budget_mb": args.tile_budget_mb, "background": False}
     translator = translator_for(args.model, **options)
     reverse = translator_for(args.reverse, **options) if args.reverse is not None else None
     report = evaluate(translator, args.data, reverse=reverse, out_dir=args.out, limit=args.limit)
