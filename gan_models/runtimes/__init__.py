@@ -1,0 +1,1 @@
+"""Inference runtimes (backends), CPU detection and the choice between them."""
