@@ -26,8 +26,10 @@ class TorchBf16Backend:
         threads: intra-op CPU threads; None keeps torch's setting (process-wide, as for TorchBackend).
         channels_last: run in NHWC, the layout oneDNN's bf16 convolutions use natively (no reorder per layer).
         compile: wrap the network in `torch.compile(dynamic=True)` and compile it in this constructor on a
-            (1, C, 64, 64) input, so no request pays the compile (tens of seconds). Build such a backend in the
-            background at start-up, never on a request path.
+            (1, C, 64, 64) input. For measurement only (python -m bench --paths torch-bf16-compile), not for
+            serving: default-style took 33 s to compile and ran 1.7x faster than without, but a 200x300 input
+            still recompiled for 17 s on its first call despite dynamic=True, i.e. on a request; OpenVINO bf16
+            was faster still with no compile step.
 
     Thread-safe: the module is only read; autocast state is per thread.
 
