@@ -14,8 +14,10 @@ import torch
 from torch import nn
 
 from ..backends import BackendOutOfMemory
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, first_line
 from . import cpu
+
+COMPILE_SIDE = 256
 
 
 class TorchBf16Backend:
@@ -26,7 +28,7 @@ class TorchBf16Backend:
         threads: intra-op CPU threads; None keeps torch's setting (process-wide, as for TorchBackend).
         channels_last: run in NHWC, the layout oneDNN's bf16 convolutions use natively (no reorder per layer).
         compile: wrap the network in `torch.compile(dynamic=True)` and compile it in this constructor on a
-            (1, C, 64, 64) input. For measurement only (python -m bench --paths torch-bf16-compile), not for
+            (1, C, 256, 256) input. For measurement only (python -m bench --paths torch-bf16-compile), not for
             serving: default-style took 33 s to compile and ran 1.7x faster than without, but a 200x300 input
             still recompiled for 17 s on its first call despite dynamic=True, i.e. on a request; OpenVINO bf16
             was faster still with no compile step.
@@ -56,9 +58,13 @@ class TorchBf16Backend:
         self._model: nn.Module = module
         if compile:
             self._model = torch.compile(module, dynamic=True)
-            # The first call compiles (long): make it here, on a small input, not on a request.
+            # The first call compiles (long): make it here, not on a request. 256² is a valid size for every
+            # network we run (the deepest U-Net halves it 8 times).
             in_channels = next(m for m in module.modules() if isinstance(m, nn.Conv2d)).in_channels
-            self(np.zeros((1, in_channels, 64, 64), dtype=np.float32))
+            try:
+                self(np.zeros((1, in_channels, COMPILE_SIDE, COMPILE_SIDE), dtype=np.float32))
+            except Exception as exc:  # noqa: BLE001 - dynamo/inductor raise many types; the path is just not offered
+                raise BackendUnavailableError(f"torch.compile failed: {first_line(exc)}") from exc
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         # (N, C, H, W) float32 -> (N, C', H*s, W*s) float32
