@@ -14,7 +14,7 @@ import pytest
 
 import export.onnx_export as ox
 from gan_models import BackendUnavailableError, TorchBackend
-from gan_models.runtimes import cpu
+from gan_models.runtimes import cpu, torch_bf16
 from gan_models.runtimes.torch_bf16 import TorchBf16Backend
 
 needs_bf16 = pytest.mark.skipif(not cpu.has_bf16(), reason="this CPU has no native bf16 (AVX512_BF16/AMX-BF16)")
@@ -203,3 +203,22 @@ def test_cpu_flags_fall_back_to_torch_capability(monkeypatch):
     assert not cpu.has_bf16()  # never guessed: a bf16 path is only offered on flags actually seen
     monkeypatch.setattr(cpu, "_torch_capability", lambda: "DEFAULT")
     assert cpu.cpu_flags() == frozenset()
+
+
+def test_torch_bf16_compile_happens_in_the_constructor_and_a_failure_is_a_clear_refusal(monkeypatch, tiny_specs):
+    from gan_models.weights import load_generator
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))  # nothing runs bf16
+    calls = []
+
+    def failing_compile(module, **kwargs):
+        def run(t):
+            calls.append(tuple(t.shape))
+            raise RuntimeError("inductor: no C++ compiler\nlong trace")
+
+        return run
+
+    monkeypatch.setattr(torch_bf16.torch, "compile", failing_compile)
+    with pytest.raises(BackendUnavailableError, match=r"^torch.compile failed: inductor: no C\+\+ compiler$"):
+        TorchBf16Backend(load_generator(tiny_specs["style"]), compile=True)
+    assert calls == [(1, 3, torch_bf16.COMPILE_SIDE, torch_bf16.COMPILE_SIDE)]  # warmed up before any request
