@@ -1,8 +1,8 @@
 """Load test of the app: a burst of concurrent gradio_client requests mixed across the three model endpoints.
 
-    python bench/load.py                                   # app in a subprocess with tiny seeded models, 50 requests
-    python bench/load.py --requests 200 --concurrency 2 --queue-size 256
-    python bench/load.py --url http://127.0.0.1:7860 --pid 12345   # a running app (its own models); RSS of that pid
+    python -m bench.load                                   # app in a subprocess with tiny seeded models, 50 requests
+    python -m bench.load --requests 200 --concurrency 2 --queue-size 256
+    python -m bench.load --url http://127.0.0.1:7860 --pid 12345   # a running app (its own models); RSS of that pid
 
 Every answer is checked (output size), the server's resident memory (the process and its children) is sampled with
 psutil while the burst runs, and afterwards the server must still answer one request per endpoint. With the tiny
@@ -33,8 +33,6 @@ import psutil
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python bench/load.py` puts bench/, not the repository, on the path
-    sys.path.insert(0, str(ROOT))
 
 ENDPOINTS = ("/style_transfer", "/sketch_to_photo", "/upscale")
 TASK_OF = {"/style_transfer": "style", "/sketch_to_photo": "sketch2photo", "/upscale": "upscale"}
@@ -334,7 +332,7 @@ class Server:
 @contextlib.contextmanager
 def tiny_server(workdir: Path, *, concurrency: int = 2, queue_size: int = 64, start_timeout_s: float = 120.0
                 ) -> Iterator[Server]:
-    """`python bench/load.py --serve` in a subprocess (so its memory is its own), stopped on exit."""
+    """`python -m bench.load --serve` in a subprocess (so its memory is its own), stopped on exit."""
     write_tiny_models(workdir / "models")
     port = free_port()
     stats = workdir / "server_stats.json"
@@ -342,7 +340,7 @@ def tiny_server(workdir: Path, *, concurrency: int = 2, queue_size: int = 64, st
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "HF_HOME": str(workdir / "hf")}
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve", str(workdir / "models"), "--port", str(port),
+        [sys.executable, "-m", "bench.load", "--serve", str(workdir / "models"), "--port", str(port),
          "--concurrency", str(concurrency), "--queue-size", str(queue_size), "--stats", str(stats)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

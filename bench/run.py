@@ -3,6 +3,7 @@
     python -m bench                              # every tab, 1 warm-up + 5 timed runs per path
     python -m bench --quick                      # 3 runs; fewer rows; the 2048² tab runs eager + default only
     python -m bench --tabs style upscale --repeats 10 --threads 2 --json bench.json
+    HF_HUB_OFFLINE=1 python -m bench --hub-archs --threads 2   # + the Hub architectures at their real sizes
 
 Tabs (one model per app tab, the bundled defaults; random-init weights of the same architecture, with a notice,
 when a file in weights/ is missing):
@@ -11,20 +12,30 @@ when a file in weights/ is missing):
     upscale       default-upscale-x4  256² → 1024²
     upscale-2048  default-upscale-x4  2048² → 8192²    tiled (the Translator's auto tile); each path in its own
                                                        process so its peak RSS (VmHWM) is its own
+Hub architectures (with --hub-archs, or by name in --tabs): the Hub checkpoint when it is in the local cache, else
+random-init weights of the same architecture (same speed; PSNR of reduced precisions is then only indicative):
+    hub-style     style-monet (ResNet-9, ngf 64)        512² → 512²
+    hub-sketch    edges2shoes (huggan U-Net)             256² → 256²
+    hub-esrgan    realesrgan-x4plus (RRDBNet, 23 blocks) 128² → 512²
+    hub-srgan     srgan-x4 (SRResNet, 16 blocks)         128² → 512²
 Paths:
     eager         `with torch.no_grad(): model(x)` on the whole NCHW tensor, fp32: what reference repos run
     torch         our torch path: Translator + TorchBackend (pads, tiles when auto says so)
     onnx-fp32     Translator + OnnxBackend, the fp32 export
     onnx-int8     Translator + OnnxBackend, static QDQ int8 (the CPU reduced-precision candidate)
     onnx-fp16     Translator + OnnxBackend, fp16 export (the CUDA candidate; shown to be slow on CPU)
-    torch-bf16    model(x) under CPU autocast(bfloat16), channels_last: the bf16 candidate on this CPU
-                  (onnxruntime has no bf16 Conv kernel); measured for the choice, not offered as a backend
+    torch-bf16    Translator + TorchBf16Backend: CPU autocast(bfloat16), channels_last (needs AVX512_BF16/AMX)
+    torch-bf16-compile   the same under torch.compile, compiled before timing (only when named in --paths)
+    openvino-fp32 Translator + OpenVinoBackend, the fp32 export with f32 math
+    openvino-bf16 Translator + OpenVinoBackend, the fp32 export with bf16 math (needs AVX512_BF16/AMX)
+    openvino-int8 Translator + OpenVinoBackend, the int8 (QDQ) export
+A path that cannot run here (no openvino, no native bf16) is listed with the reason instead of a time.
 Columns: median latency, ratio vs eager (higher is faster), useful GFLOP/s (the model's FLOPs on the whole input,
 counted once with FlopCounterMode, over the latency: tile overlap is work we do but do not count), PSNR vs the
 eager fp32 output, peak RSS (2048² tab). "default" marks what `translator_for(backend="auto")` runs.
 Timed runs are interleaved across paths so background load hits each path alike, with a 0.2 s pause before each
 (spinning worker threads of the previous path would otherwise slow the next); the load average is printed.
-The process calls gan_models.backends.tune_malloc() first, as app, CLI and train.py do, so eager and torch rows run with
+The process calls gan_models.runtimes.tune_malloc() first, as app, CLI and train.py do, so eager and torch rows run with
 the same allocator settings as ours (the strongest baseline); --default-malloc measures glibc's defaults instead.
 """
 
@@ -34,7 +45,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -47,9 +57,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python bench/run.py` as well as `python -m bench`
-    sys.path.insert(0, str(ROOT))
-
 EXAMPLES = ROOT / "examples"
 
 
@@ -67,10 +74,22 @@ TABS: dict[str, Tab] = {
     "sketch": Tab("sketch", "default-sketch", 256, "shoe_sketch.png"),
     "upscale": Tab("upscale", "default-upscale-x4", 256, "small_landscape.png"),
     "upscale-2048": Tab("upscale-2048", "default-upscale-x4", 2048, "landscape.jpg", subprocess=True),
+    "hub-style": Tab("hub-style", "style-monet", 512, "small_landscape.png"),
+    "hub-sketch": Tab("hub-sketch", "edges2shoes", 256, "shoe_sketch.png"),
+    "hub-esrgan": Tab("hub-esrgan", "realesrgan-x4plus", 128, "small_landscape.png"),
+    "hub-srgan": Tab("hub-srgan", "srgan-x4", 128, "small_landscape.png"),
 }
+DEFAULT_TABS = ("style", "sketch", "upscale", "upscale-2048")
+HUB_TABS = ("hub-style", "hub-sketch", "hub-esrgan", "hub-srgan")
 PAUSE_S = 0.2  # idle time before each timed run
-ALL_PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8", "onnx-fp16", "torch-bf16")
+ALL_PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8", "onnx-fp16", "torch-bf16", "openvino-fp32", "openvino-bf16",
+             "openvino-int8")
 QUICK_PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8")
+# Compiling takes tens of seconds per model: measured on request (--paths), not in every run.
+PATH_CHOICES = (*ALL_PATHS, "torch-bf16-compile")
+# The ONNX file each file-based path runs.
+ONNX_FILE_OF = {"onnx-fp32": "fp32", "onnx-int8": "int8", "onnx-fp16": "fp16", "openvino-fp32": "fp32",
+                "openvino-bf16": "fp32", "openvino-int8": "int8"}
 
 
 @dataclass
@@ -119,14 +138,14 @@ def load_model(spec_id: str, *, weights_dir: str | None = None, quiet: bool = Fa
 
     from gan_models import SPECS
     from gan_models.errors import WeightsError, WeightsUnavailableError
-    from gan_models.weights import build_generator, load_generator_with_source
+    from gan_models.weights import build_generator, load_model
 
     spec = SPECS[spec_id]
     if weights_dir is not None:
         spec = dataclasses.replace(spec, bundled=Path(weights_dir) / f"{spec_id}.safetensors")
     try:
-        module, source = load_generator_with_source(spec)
-        return spec, module, source, False
+        loaded = load_model(spec, allow_fallback=False)  # a fallback would time another network
+        return spec, loaded.module, loaded.source, False
     except (WeightsUnavailableError, WeightsError) as exc:
         if not quiet:
             print(f"NOTICE: {spec_id}: {exc}; timing random-init weights of the same architecture "
@@ -145,11 +164,15 @@ def count_flops(module: Any, x: np.ndarray) -> float:
 
 
 def make_path(name: str, spec: Any, module: Any, onnx_files: dict[str, str], threads: int) -> Callable:
-    """A callable (1, 3, H, W) float32 → output for one path; every path gets its own copy of the weights."""
+    """A callable (1, 3, H, W) float32 → output for one path; every path gets its own copy of the weights.
+
+    Raises BackendUnavailableError where the path cannot run on this machine."""
     import torch
-    from gan_models.backends import OnnxBackend, TorchBackend
 
     from gan_models.pipeline import Translator
+    from gan_models.runtimes import OnnxBackend, TorchBackend
+    from gan_models.runtimes.openvino_backend import OpenVinoBackend
+    from gan_models.runtimes.torch_bf16 import TorchBf16Backend
 
     if name == "eager":
         model = copy.deepcopy(module).float().eval()
@@ -159,21 +182,20 @@ def make_path(name: str, spec: Any, module: Any, onnx_files: dict[str, str], thr
                 return model(torch.from_numpy(x)).numpy()
 
         return eager
-    if name == "torch-bf16":
-        model = copy.deepcopy(module).float().eval().to(memory_format=torch.channels_last)
-
-        def bf16(x: np.ndarray) -> np.ndarray:
-            t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-                return model(t).float().numpy()
-
-        return bf16
     if name == "torch":
-        translator = Translator(spec, TorchBackend(copy.deepcopy(module), device="cpu"))
-    else:
+        backend: Any = TorchBackend(copy.deepcopy(module), device="cpu")
+    elif name in ("torch-bf16", "torch-bf16-compile"):
+        t0 = time.perf_counter()
+        backend = TorchBf16Backend(module, compile=name.endswith("-compile"))
+        if backend.compiled:
+            print(f"  {name}: compiled in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    elif name.startswith("onnx-"):
         precision = name.removeprefix("onnx-")
         backend = OnnxBackend(onnx_files[precision], device="cpu", threads=threads, precision=precision)
-        translator = Translator(spec, backend)
+    else:
+        backend = OpenVinoBackend(onnx_files[ONNX_FILE_OF[name]], precision=name.removeprefix("openvino-"),
+                                  threads=threads)
+    translator = Translator(spec, backend)
     return lambda x: translator.run_array(x, tile="auto")
 
 
@@ -223,7 +245,7 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
     if args["path"] == "eager":
         np.save(ref_path, y)
     elif ref_path.is_file():
-        from export.onnx_export import psnr_db
+        from gan_models.runtimes.onnx_export import psnr_db
 
         ref = np.load(ref_path, mmap_mode="r")
         psnr = psnr_db(y, np.asarray(ref), spec.value_range)
@@ -233,24 +255,16 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
 # --- the run ----------------------------------------------------------------------------------------------------
 
 
-def cpu_summary() -> str:
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
+def openvino_version() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    have = [f for f in wanted if f in flags]
-    return f"{model}, {os.cpu_count()} logical CPUs, {' '.join(have) or 'no AVX-512/VNNI/AMX flags'}"
+        import openvino
+    except ImportError:
+        return "not installed"
+    return openvino.__version__.split("-")[0]
 
 
 def ensure_exports(spec: Any, module: Any, source: Any, root: Path, precisions: Sequence[str]) -> dict[str, str]:
-    from export.onnx_export import export_model
+    from gan_models.runtimes.onnx_export import export_model
 
     files = {}
     for exported in export_model(spec, root, precisions=tuple(precisions), module=module, source=source):
@@ -262,24 +276,29 @@ def ensure_exports(spec: Any, module: Any, source: Any, root: Path, precisions: 
 
 
 def default_path(spec: Any, module: Any, source: Any, root: Path, threads: int) -> str:
-    from export.onnx_export import choose_precision
+    """The path backend "auto" runs once prepared: the tournament's choice (recorded, or judged now)."""
+    from gan_models.runtimes import run_tournament
 
-    from gan_models.errors import OnnxExportError
-    from gan_models.pipeline import default_backend
-
-    if default_backend(spec, device="cpu") == "torch":
-        return "torch"
-    try:
-        return "onnx-" + choose_precision(spec, module, source, device="cpu", threads=threads, root=root).precision
-    except OnnxExportError:
-        return "torch"
+    outcome = run_tournament(spec, module, source, device="cpu", threads=threads, root=root)
+    if outcome.runtime == "onnxruntime":
+        return f"onnx-{outcome.precision}"
+    if outcome.runtime == "torch":
+        return "torch" if outcome.precision == "fp32" else f"torch-{outcome.precision}"
+    return f"{outcome.runtime}-{outcome.precision}"
 
 
 def run_in_process(tab: Tab, paths: Sequence[str], spec: Any, module: Any, files: dict[str, str], *, threads: int,
                    warmup: int, repeats: int) -> list[Row]:
+    from gan_models.errors import BackendUnavailableError
+
     x = tab_input(tab, spec.value_range)
-    fns = {p: make_path(p, spec, module, files, threads) for p in paths}
     rows = {p: Row(tab.name, p) for p in paths}
+    fns = {}
+    for p in paths:
+        try:
+            fns[p] = make_path(p, spec, module, files, threads)
+        except BackendUnavailableError as exc:
+            rows[p].note = f"unavailable: {exc}"[:160]
     outputs: dict[str, np.ndarray] = {}
     for p, fn in fns.items():
         for _ in range(warmup):
@@ -294,10 +313,10 @@ def run_in_process(tab: Tab, paths: Sequence[str], spec: Any, module: Any, files
             t = time.perf_counter()
             fn(x)
             rows[p].seconds.append(time.perf_counter() - t)
-    from export.onnx_export import psnr_db
+    from gan_models.runtimes.onnx_export import psnr_db
 
-    for p in paths:
-        if p != "eager":
+    for p in fns:
+        if p != "eager" and "eager" in outputs:
             rows[p].psnr = psnr_db(outputs[p], outputs["eager"], spec.value_range)
     return list(rows.values())
 
@@ -346,8 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--tabs", nargs="+", choices=list(TABS), default=list(TABS))
-    parser.add_argument("--paths", nargs="+", choices=ALL_PATHS, default=None, help="default: all (quick: fewer)")
+    parser.add_argument("--tabs", nargs="+", choices=list(TABS), default=list(DEFAULT_TABS))
+    parser.add_argument("--hub-archs", action="store_true", help=f"also the tabs {', '.join(HUB_TABS)}")
+    parser.add_argument("--paths", nargs="+", choices=PATH_CHOICES, default=None,
+                        help="default: all but torch-bf16-compile (quick: fewer)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per path (default 5; quick 3; 2048²: 1)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per path first (not for 2048²)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every path")
@@ -362,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from gan_models.backends import tune_malloc
+    from gan_models.runtimes import tune_malloc
 
     malloc = "glibc default" if args.default_malloc or not tune_malloc() else "tuned (tune_malloc)"
     if args.worker is not None:
@@ -371,13 +392,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import onnxruntime
     import torch
-    from export.onnx_export import cache_dir
+
+    from gan_models.runtimes.cpu import cpu_signature
+    from gan_models.runtimes.onnx_export import cache_dir
 
     torch.set_num_threads(args.threads)
     paths = tuple(args.paths or (QUICK_PATHS if args.quick else ALL_PATHS))
     repeats = args.repeats or (3 if args.quick else 5)
-    print(f"CPU: {cpu_summary()}")
-    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, threads {args.threads}, "
+    print(f"CPU: {cpu_signature()}")
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino {openvino_version()}, "
+          f"threads {args.threads}, "
           f"{args.warmup} warm-up + {repeats} timed runs, malloc {malloc}; "
           f"load average at start {os.getloadavg()[0]:.2f}")
     rows: list[Row] = []
@@ -387,23 +411,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gan_bench_") as tmp_name:
         tmp = Path(tmp_name)
         loaded: dict[str, tuple] = {}
-        for name in args.tabs:
+        for name in dict.fromkeys([*args.tabs, *(HUB_TABS if args.hub_archs else ())]):
             tab = TABS[name]
             if tab.model not in loaded:
                 spec, module, source, random_init = load_model(
                     tab.model, weights_dir=str(args.weights) if args.weights else None)
-                root = tmp / "onnx" if random_init else (args.cache or cache_dir())
+                # Random-init exports go to a temporary folder unless --cache names one (the weights are seeded,
+                # so a named cache is reused across runs); they never land in the app's cache.
+                root = args.cache or (tmp / "onnx" if random_init else cache_dir())
                 if random_init:
                     notes.append(f"{tab.model}: random-init weights (weights file missing)")
-                wanted = [p.removeprefix("onnx-") for p in ALL_PATHS if p.startswith("onnx-")]
-                files = ensure_exports(spec, module, source, root, wanted)
+                # The default path needs int8; other files only when a path runs them.
+                wanted = dict.fromkeys(["fp32", "int8", *(ONNX_FILE_OF[p] for p in paths if p in ONNX_FILE_OF)])
+                files = ensure_exports(spec, module, source, root, list(wanted))
                 loaded[tab.model] = (spec, module, source, files, default_path(spec, module, source, root,
                                                                                args.threads))
             spec, module, source, files, default = loaded[tab.model]
             defaults[name] = default
-            tab_paths = [p for p in paths if not p.startswith("onnx-") or p.removeprefix("onnx-") in files]
-            x_small = tab_input(Tab(name, tab.model, 256, tab.image), spec.value_range)
-            flops[name] = count_flops(module, x_small) * (tab.size / 256) ** 2
+            tab_paths = [p for p in paths if p not in ONNX_FILE_OF or ONNX_FILE_OF[p] in files]
+            side = min(tab.size, 256)  # FLOPs grow with the pixel count: counted on at most 256², scaled
+            x_small = tab_input(Tab(name, tab.model, side, tab.image), spec.value_range)
+            flops[name] = count_flops(module, x_small) * (tab.size / side) ** 2
             print(f"[{name}] {tab.model} {tab.size}² → {tab.size * spec.scale}², default path: {default}",
                   file=sys.stderr)
             if tab.subprocess:
@@ -420,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nload average at end {os.getloadavg()[0]:.2f}; " + "; ".join(notes))
     if args.json is not None:
         args.json.write_text(json.dumps({
-            "cpu": cpu_summary(), "threads": args.threads, "repeats": repeats, "defaults": defaults,
+            "cpu": cpu_signature(), "threads": args.threads, "repeats": repeats, "defaults": defaults,
             "gflop": {k: v / 1e9 for k, v in flops.items()},
             "rows": [{"tab": r.tab, "path": r.path, "seconds": r.seconds, "median_s": r.median, "psnr_db": r.psnr,
                       "peak_rss_mb": r.peak_rss_mb, "note": r.note} for r in rows],

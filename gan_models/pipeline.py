@@ -93,7 +93,9 @@ class Translator:
         h, w = rgb.shape[:2]
         x = imaging.to_tensor_range(rgb, self.spec.value_range)  # (1, 3, H, W)
         # (1, 3, H*s, W*s) → (H*s, W*s, 3) in [0, 1]; the network's array is freed as soon as it is converted
-        out = imaging.from_tensor_range(self.run_array(x, tile=tile, progress=progress, backend=backend), self.spec.value_range)
+        y = self.run_array(x, tile=tile, progress=progress, backend=backend)
+        out = imaging.from_tensor_range(y, self.spec.value_range)
+        del y
         scale = self.spec.scale if outscale is None else float(outscale)
         if scale <= 0:
             raise GanModelsError(f"outscale must be positive, not {outscale}")

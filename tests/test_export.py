@@ -220,6 +220,7 @@ def test_changed_weights_file_re_exports(tmp_path, monkeypatch):
 
 def test_default_backend_is_torch_without_onnxruntime(tiny_specs, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    monkeypatch.setitem(sys.modules, "openvino", None)  # ... and so does the other runtime of ONNX graphs
     monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
     spec = tiny_specs["upscale"]
     assert default_backend(spec) == "torch"

@@ -23,6 +23,7 @@ from gan_models.runtimes import (
     Preparer,
     Runtime,
     TorchBackend,
+    cpu,
     get_runtime,
     requested_backend,
     worker,
@@ -158,8 +159,13 @@ def test_registry_names_and_precisions(monkeypatch):
     assert BACKENDS[0] == "auto" and {"torch", "onnxruntime", "onnx"} <= set(BACKENDS)
     for runtime in RUNTIMES.values():
         assert runtime.available() and set(runtime.precisions("cpu")) <= set(runtime.offers)
-    assert RUNTIMES["onnxruntime"].precisions("cpu") == ("fp32", "int8") and RUNTIMES["torch"].precisions("cpu") == (
-        "fp32",)
+    assert RUNTIMES["onnxruntime"].precisions("cpu") == ("fp32", "int8")
+    assert RUNTIMES["openvino"].precisions("cuda") == ()  # OpenVINO runs CUDA devices' models on no GPU
+    for bf16, torch_cpu, openvino_cpu in ((True, ("fp32", "bf16"), ("fp32", "bf16", "int8")),
+                                          (False, ("fp32",), ("fp32", "int8"))):  # bf16 only where the CPU has it
+        monkeypatch.setattr(cpu, "has_bf16", lambda bf16=bf16: bf16)
+        assert RUNTIMES["torch"].precisions("cpu") == torch_cpu
+        assert RUNTIMES["openvino"].precisions("cpu") == openvino_cpu
     assert get_runtime("onnx") is RUNTIMES["onnxruntime"]
     with pytest.raises(GanModelsError, match="unknown backend 'tf'; choose one of: auto, torch, onnxruntime"):
         get_runtime("tf")

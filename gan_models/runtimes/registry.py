@@ -2,12 +2,9 @@
 
 A runtime builds its backend from `Artifacts`: the loaded network (fp32, CPU) and the graphs exported from it, made
 on first ask and cached on disk. Every candidate of one model is built from that same module or exported graph, so
-the tournament compares runtimes, not exports. Adding a runtime is one entry below, e.g.
-
-    "openvino": Runtime(name="openvino", offers=("fp32", "bf16", "int8"), available=openvino_importable,
-                        precisions=lambda device: ..., install="pip install openvino",
-                        make=lambda a, *, precision, device, threads: OpenVinoBackend(
-                            a.onnx("int8" if precision == "int8" else "fp32"), precision=precision, threads=threads)),
+the tournament compares runtimes, not exports. Adding a runtime is one entry in RUNTIMES. What a runtime offers
+depends on the device and the CPU (bf16 needs avx512_bf16 or amx_bf16); which one is fastest is never assumed here:
+the tournament measures it on the machine that runs.
 """
 
 from __future__ import annotations
@@ -20,10 +17,13 @@ from typing import Any
 
 from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError
 from ..specs import ModelSpec
+from . import cpu
 from .base import Backend
 from .onnx_export import Exported, export_model
 from .onnxruntime_backend import OnnxBackend, import_onnxruntime
+from .openvino_backend import OpenVinoBackend, import_openvino
 from .torch_backend import TorchBackend
+from .torch_bf16 import TorchBf16Backend
 
 
 @dataclass
@@ -105,13 +105,17 @@ def _onnxruntime_importable() -> bool:
 
 
 def _torch_precisions(device: str) -> tuple[str, ...]:
-    return ("fp32", "fp16") if device == "cuda" else ("fp32",)  # fp16 on CPU: slower and lossy
+    if device == "cuda":
+        return ("fp32", "fp16")
+    return ("fp32", "bf16") if cpu.has_bf16() else ("fp32",)  # fp16 on CPU: slower and lossy
 
 
 def _make_torch(artifacts: Artifacts, *, precision: str, device: str, threads: int | None) -> Backend:
-    # A private copy: TorchBackend moves and converts its module in place, and others read artifacts.module.
+    # A private copy: the backends move and convert their module in place, and others read artifacts.module.
     # `threads` is not passed on: torch's thread count is process-wide, set once by the entry point.
     del threads
+    if precision == "bf16":
+        return TorchBf16Backend(copy.deepcopy(artifacts.module))
     return TorchBackend(copy.deepcopy(artifacts.module), device=device, half=precision == "fp16")
 
 
@@ -127,12 +131,34 @@ def _make_onnxruntime(artifacts: Artifacts, *, precision: str, device: str, thre
     return OnnxBackend(artifacts.onnx(precision), device=device, threads=threads, precision=precision, cache=False)
 
 
+def _openvino_importable() -> bool:
+    try:
+        import_openvino()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def _openvino_precisions(device: str) -> tuple[str, ...]:
+    if device != "cpu":
+        return ()  # OpenVINO's GPU plugin is for Intel GPUs; CUDA devices go to torch and onnxruntime
+    return ("fp32", "bf16", "int8") if cpu.has_bf16() else ("fp32", "int8")
+
+
+def _make_openvino(artifacts: Artifacts, *, precision: str, device: str, threads: int | None) -> Backend:
+    # bf16 is the fp32 graph compiled with a bf16 inference precision; int8 is the QDQ graph onnxruntime runs too.
+    graph = artifacts.onnx("int8" if precision == "int8" else "fp32")
+    return OpenVinoBackend(graph, device=device, precision=precision, threads=threads, cache=False)
+
+
 RUNTIMES: dict[str, Runtime] = {
-    "torch": Runtime(name="torch", offers=("fp32", "fp16"), available=lambda: True, precisions=_torch_precisions,
-                     make=_make_torch, install="pip install torch"),
+    "torch": Runtime(name="torch", offers=("fp32", "fp16", "bf16"), available=lambda: True,
+                     precisions=_torch_precisions, make=_make_torch, install="pip install torch"),
     "onnxruntime": Runtime(name="onnxruntime", offers=("fp32", "fp16", "int8"), available=_onnxruntime_importable,
                            precisions=_onnxruntime_precisions, make=_make_onnxruntime,
                            install="pip install onnxruntime, or onnxruntime-gpu for CUDA"),
+    "openvino": Runtime(name="openvino", offers=("fp32", "bf16", "int8"), available=_openvino_importable,
+                        precisions=_openvino_precisions, make=_make_openvino, install="pip install openvino"),
 }
 # Names a caller may pass as `backend`: "auto" (the tournament's choice), a runtime, or an older alias.
 ALIASES: dict[str, str] = {"onnx": "onnxruntime"}

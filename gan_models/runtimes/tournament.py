@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError, f
 from ..specs import ModelSpec
 from . import onnx_export as ox
 from .base import Backend
+from .cpu import cpu_signature
 from .registry import RUNTIMES, Artifacts, Runtime
 
 logger = logging.getLogger(__name__)
@@ -54,27 +53,10 @@ EXPORT_FAILED = "export failed"
 NOT_JUDGED = "not judged"
 FULL_PRECISION = "fp32"
 # CPU flags that decide which kernels run (int8 dot products, bf16 math); a record made elsewhere is not reused.
-_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16")
 
 
 def not_available(device: str) -> str:
     return "not available on this GPU" if device == "cuda" else "not available on this CPU"
-
-
-def cpu_signature() -> str:
-    """The CPU model, logical CPU count and the flags that change which kernels run."""
-    model, flags = "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    have = " ".join(f for f in _CPU_FLAGS if f in flags) or "no listed flags"
-    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, {have}"
 
 
 @dataclass(frozen=True)
