@@ -271,6 +271,6 @@ def test_info_line_names_a_reduced_precision(tmp_path):
     studio = Studio(specs=build_app_models(tmp_path), config=app_settings())
     spec = studio.specs["tiny-style"]
     for precision, shown in (("fp32", "· onnxruntime on cpu ·"), ("int8", "· onnxruntime int8 on cpu ·")):
-        translator = SimpleNamespace(spec=spec, source=None, fallback_reason=None,
-                                     backend=SimpleNamespace(name="onnxruntime", device="cpu", precision=precision))
-        assert shown in studio._info(spec.id, translator, 0.5, Image.new("RGB", (8, 8)))
+        backend = SimpleNamespace(name="onnxruntime", device="cpu", precision=precision)
+        translator = SimpleNamespace(spec=spec, source=None, fallback_reason=None, backend=None)  # switched away
+        assert shown in studio._info(spec.id, translator, backend, 0.5, Image.new("RGB", (8, 8)))
