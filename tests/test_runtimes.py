@@ -138,6 +138,18 @@ def test_a_reduced_precision_must_be_clearly_faster_than_full_precision(fp32_ms,
         assert f"{tn.AUTO_MIN_SPEEDUP}x" in loser["reason"]
 
 
+@pytest.mark.parametrize(("bf16_ms", "winner"), [(14.3, "openvino bf16"), (20.0, "openvino int8")])
+def test_of_two_reduced_precisions_that_time_alike_the_more_accurate_wins(bf16_ms, winner):
+    entries = {"openvino bf16": {"runtime": "openvino", "precision": "bf16", "psnr_db": 71.4},
+               "openvino int8": {"runtime": "openvino", "precision": "int8", "psnr_db": 51.7},
+               "onnxruntime fp32": {"runtime": "onnxruntime", "precision": "fp32", "psnr_db": 132.1}}
+    seconds = {"openvino bf16": bf16_ms / 1000, "openvino int8": 0.0131, "onnxruntime fp32": 0.0195}
+    assert tn._decide(entries, seconds) == winner
+    loser = entries["openvino int8" if winner == "openvino bf16" else "openvino bf16"]
+    assert loser["verdict"] == tn.TOO_SLOW
+    assert entries["onnxruntime fp32"]["verdict"] == tn.TOO_SLOW  # exact, but not within 1.1x of the fastest
+
+
 def test_int8_is_not_judged_on_in_memory_weights(tiny_specs, tmp_path):
     spec = tiny_specs["upscale"]
     module = build_generator(spec).eval()  # random init, no file

@@ -2,8 +2,8 @@
 
 Every (runtime, precision) the registry offers on this device is built from the same module or exported graph, run on
 held-out images (never the int8 calibration set) and compared with torch fp32 through the same Translator; those that
-keep PSNR >= MIN_PSNR_DB are timed, interleaved, on one fixed input. The fastest wins, except that a reduced
-precision must beat the fastest full-precision candidate by AUTO_MIN_SPEEDUP to be worth its error. Each candidate
+keep PSNR >= MIN_PSNR_DB are timed, interleaved, on one fixed input. The fastest wins, except that a less accurate
+candidate must beat a more accurate one by AUTO_MIN_SPEEDUP to be worth its error. Each candidate
 gets one verdict, written with its ms and PSNR to `<cache>/<id>/tournament.<device>.json`:
 
     chosen | too slow | too inaccurate | export failed | not available on this CPU (or GPU) | not judged
@@ -36,10 +36,11 @@ logger = logging.getLogger(__name__)
 FORMAT = "gan_models.tournament/1"
 # How candidates are judged and timed; bumping it judges every model again. 2: upscalers timed at <= 128 px.
 # 3: and judged in tiles of <= 128 px.
-RECIPE = 3
+RECIPE = 4
 MIN_PSNR_DB = ox.MIN_PSNR_DB
 # A reduced precision is taken only when it is clearly faster than full precision on this machine.
 AUTO_MIN_SPEEDUP = 1.1
+EXACT_DB = 80.0  # PSNR vs fp32 above this: agreement within rounding (fp32 runtimes reach 100-160 dB)
 TIMING_REPEATS = 3
 # Upscalers are judged and timed at most this many pixels a side (tiles): every candidate stays alive until the timing
 # is done, and onnxruntime's arena keeps the largest run it has seen. RRDBNet judged whole on the 160x107 parity image
@@ -163,25 +164,34 @@ def _judge(
     return entry, backend
 
 
+def _quality(entry: dict[str, Any]) -> float:
+    """PSNR vs torch fp32, capped at EXACT_DB: above it the outputs agree within rounding, and are equally good."""
+    psnr = entry.get("psnr_db")
+    if psnr is None:  # not measured: full precision counts as exact, a reduced one as just passing
+        return EXACT_DB if entry["precision"] == FULL_PRECISION else MIN_PSNR_DB
+    return min(float(psnr), EXACT_DB)
+
+
 def _decide(entries: dict[str, dict[str, Any]], seconds: dict[str, float]) -> str:
-    """The winning label among the timed ones; fills every timed entry's ms and verdict."""
+    """The winning label among the timed ones; fills every timed entry's ms and verdict.
+
+    A less accurate candidate must be AUTO_MIN_SPEEDUP x faster than a more accurate one to be worth its error: of
+    the candidates within that margin of the fastest, the most accurate wins (full precision over int8, bf16 over
+    int8 when they time alike), and the faster of equally accurate ones.
+    """
     fastest = min(seconds, key=seconds.__getitem__)
-    full = [k for k in seconds if entries[k]["precision"] == FULL_PRECISION]
-    winner = fastest
-    if entries[fastest]["precision"] != FULL_PRECISION and full:
-        best_full = min(full, key=seconds.__getitem__)
-        if seconds[best_full] < AUTO_MIN_SPEEDUP * seconds[fastest]:
-            winner = best_full
+    close = [k for k in seconds if seconds[k] < AUTO_MIN_SPEEDUP * seconds[fastest]]
+    winner = max(close, key=lambda k: (_quality(entries[k]), -seconds[k]))
     for label, s in seconds.items():
         entry = entries[label]
         entry["ms"] = round(s * 1000, 2)
         if label == winner:
             entry.update(verdict=CHOSEN, reason=f"fastest that keeps PSNR >= {MIN_PSNR_DB:.0f} dB"
-                         + (f" (a reduced precision needs {AUTO_MIN_SPEEDUP}x over full precision)"
+                         + (f" (a less accurate candidate needs {AUTO_MIN_SPEEDUP}x over a more accurate one)"
                             if winner != fastest else ""))
-        elif label == fastest:
+        elif label in close and _quality(entry) < _quality(entries[winner]):
             entry.update(verdict=TOO_SLOW, reason=f"{seconds[winner] / s:.2f}x faster than {winner}, less than the "
-                         f"{AUTO_MIN_SPEEDUP}x a reduced precision needs")
+                         f"{AUTO_MIN_SPEEDUP}x a less accurate candidate needs")
         else:
             entry.update(verdict=TOO_SLOW, reason=f"{s / seconds[winner]:.2f}x the time of {winner}")
     return winner
