@@ -90,12 +90,21 @@ def _tournament(spec: ModelSpec, module: Any, source: Any, args: argparse.Namesp
     return int(any(c["verdict"] == EXPORT_FAILED for c in outcome.record["candidates"]))
 
 
+def _candidate(precision: str) -> str:
+    from gan_models.runtimes import RUNTIMES
+
+    offered = sorted({p for runtime in RUNTIMES.values() for p in runtime.offers})
+    if precision not in offered:
+        raise GanModelsError(f"unknown precision {precision!r}; the runtimes offer: {', '.join(offered)}")
+    return precision
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_malloc()  # an entry point: the torch parity runs and the tournament's torch candidate run as in the app
     try:
-        if args.tournament and args.precision is None:
-            precisions = None
+        if args.tournament:  # the precisions of the runtimes (bf16 is OpenVINO's and torch's, not an ONNX file's)
+            precisions = None if args.precision is None else tuple(dict.fromkeys(_candidate(p) for p in args.precision))
         else:
             precisions = tuple(dict.fromkeys(check_precision(p) for p in args.precision or ["fp32"]))
         if args.all and args.models:
