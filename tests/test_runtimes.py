@@ -10,6 +10,7 @@ import copy
 import json
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -165,6 +166,34 @@ def test_a_named_runtime_with_nothing_that_passes_raises_the_verdicts(tiny_specs
     loaded = load_model(spec)
     with pytest.raises(OnnxExportError, match="noisy fp32: too inaccurate"):
         tn.run_tournament(spec, loaded.module, loaded.source, device="cpu", root=tmp_path, runtimes=("noisy",))
+
+
+def test_only_the_fastest_finalists_stay_alive_for_the_interleaved_timing(tiny_specs, tmp_path, monkeypatch):
+    monkeypatch.setattr(tn, "FINALISTS", 2)
+    alive: weakref.WeakSet = weakref.WeakSet()
+    peak = [0]
+
+    def timed_stub(name: str, delay: float) -> Runtime:
+        def make(artifacts, *, precision, device, threads):
+            backend = Flawed(artifacts.module, name=name, precision=precision, delay=delay)
+            alive.add(backend)
+            peak[0] = max(peak[0], len(alive))
+            return backend
+
+        return Runtime(name=name, offers=("fp32",), available=lambda: True, precisions=lambda device: ("fp32",),
+                       make=make, install="")
+
+    names = ("d80", "d40", "d20", "d10")  # judged slowest first, so each new one pushes a slower one out
+    for name in names:
+        monkeypatch.setitem(RUNTIMES, name, timed_stub(name, int(name[1:]) / 1000))
+    spec = tiny_specs["upscale"]
+    loaded = load_model(spec)
+    outcome = tn.run_tournament(spec, loaded.module, loaded.source, device="cpu", root=tmp_path, runtimes=names)
+    v = _verdicts(json.loads(outcome.record_path.read_text()))
+    assert outcome.runtime == "d10" and v["d20 fp32"]["verdict"] == tn.TOO_SLOW
+    dropped = sorted(k for k, e in v.items() if "not among the 2 timed again" in e.get("reason", ""))
+    assert dropped == ["d40 fp32", "d80 fp32"] and all(v[k]["ms"] >= int(k[1:3]) for k in dropped)
+    assert peak[0] <= 3  # the finalists and the candidate being judged, never all four
 
 
 def test_registry_names_and_precisions(monkeypatch):

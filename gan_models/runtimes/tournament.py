@@ -2,9 +2,10 @@
 
 Every (runtime, precision) the registry offers on this device is built from the same module or exported graph, run on
 held-out images (never the int8 calibration set) and compared with torch fp32 through the same Translator; those that
-keep PSNR >= MIN_PSNR_DB are timed, interleaved, on one fixed input. The fastest wins, except that a less accurate
-candidate must beat a more accurate one by AUTO_MIN_SPEEDUP to be worth its error. Each candidate
-gets one verdict, written with its ms and PSNR to `<cache>/<id>/tournament.<device>.json`:
+keep PSNR >= MIN_PSNR_DB are timed once as they are judged, and the FINALISTS fastest of them again, interleaved,
+on one fixed input (the others are dropped at once, so peak memory holds FINALISTS candidates, not all). The fastest
+wins, except that a less accurate candidate must beat a more accurate one by AUTO_MIN_SPEEDUP to be worth its error.
+Each candidate gets one verdict, written with its ms and PSNR to `<cache>/<id>/tournament.<device>.json`:
 
     chosen | too slow | too inaccurate | export failed | not available on this CPU (or GPU) | not judged
 
@@ -36,10 +37,11 @@ logger = logging.getLogger(__name__)
 FORMAT = "gan_models.tournament/1"
 # How candidates are judged and timed; bumping it judges every model again. 2: upscalers timed at <= 128 px.
 # 3: and judged in tiles of <= 128 px.
-RECIPE = 4
+RECIPE = 5
 MIN_PSNR_DB = ox.MIN_PSNR_DB
 # A reduced precision is taken only when it is clearly faster than full precision on this machine.
 AUTO_MIN_SPEEDUP = 1.1
+FINALISTS = 3  # candidates alive at once: the others are dropped after one timed run (peak memory)
 EXACT_DB = 80.0  # PSNR vs fp32 above this: agreement within rounding (fp32 runtimes reach 100-160 dB)
 TIMING_REPEATS = 3
 # Upscalers are judged and timed at most this many pixels a side (tiles): every candidate stays alive until the timing
@@ -260,6 +262,8 @@ def run_tournament(
     references = [reference.run_array(x, tile=tile) for x, _ in inputs]
     entries: dict[str, dict[str, Any]] = {}
     contenders: dict[str, Backend] = {}
+    first_round: dict[str, float] = {}
+    x_bench = bench_input(spec)
     for name in names:
         runtime = RUNTIMES[name]
         for precision in runtime.offers:
@@ -271,6 +275,15 @@ def run_tournament(
                                              references=references)
             if backend is not None:
                 contenders[label] = backend
+                first_round[label] = time_backends({label: backend}, x_bench, repeats=1)[label]
+                if len(contenders) > FINALISTS:  # bounded memory: every live candidate holds its graph and arena
+                    slowest = max(contenders, key=first_round.__getitem__)
+                    del contenders[slowest]
+                    fastest = min(contenders, key=first_round.__getitem__)
+                    entries[slowest].update(
+                        ms=round(first_round[slowest] * 1000, 2), verdict=TOO_SLOW,
+                        reason=f"{first_round[slowest] / first_round[fastest]:.2f}x the time of {fastest} in a first "
+                               f"timed run; not among the {FINALISTS} timed again")
     record: dict[str, Any] = {
         "format": FORMAT,
         "key": key,
@@ -281,7 +294,7 @@ def run_tournament(
     }
     chosen = None
     if contenders:
-        seconds = time_backends(contenders, bench_input(spec))
+        seconds = time_backends(contenders, x_bench)
         chosen = _decide(entries, seconds)
         record["chosen"] = {"runtime": entries[chosen]["runtime"], "precision": entries[chosen]["precision"]}
     record.update(candidates=list(entries.values()), seconds=round(time.perf_counter() - started, 2),
