@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import sys
 import threading
 import time
 import weakref
@@ -299,6 +301,21 @@ def test_the_queue_is_bounded_and_a_refusal_is_not_remembered(tiny_specs, monkey
     assert running.wait(30) and queued.wait(30) and running.error is None and queued.error is None
     retried = prep.submit(models[2], device="cpu")
     assert retried is not refused and retried.wait(30) and retried.error is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_preparation_runs_at_the_lowest_priority_so_requests_come_first(tiny_specs, monkeypatch):
+    spec = tiny_specs["upscale"]
+    seen: list[int] = []
+
+    def records_priority(spec, module, source, **kwargs):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        raise OnnxExportError("stop here")
+
+    monkeypatch.setattr(worker, "run_tournament", records_priority)
+    job = Preparer().submit(LoadedModel(spec=spec, module=build_generator(spec).eval(), source=None), device="cpu")
+    assert job.wait(30) and seen == [worker.BACKGROUND_NICE]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the caller's thread is untouched
 
 
 def test_warm_prepares_a_spec_so_its_first_translator_starts_on_the_winner(tmp_path, monkeypatch):
