@@ -55,7 +55,14 @@ from gan_models import (
 from gan_models.custom import SWITCH as custom_switch
 from gan_models.custom import WEIGHTS_SUFFIXES, file_safe_name, resolve_custom
 from gan_models.errors import UnsupportedModelError, first_line
-from gan_models.runtimes import Backend, prepare_in_background, requested_backend, resolve_device, tune_malloc
+from gan_models.runtimes import (
+    Backend,
+    prepare_in_background,
+    requested_backend,
+    resolve_device,
+    serving,
+    tune_malloc,
+)
 from gan_models.settings import hub_cache_dir, hub_offline, user_cache_dir
 
 logger = logging.getLogger("gan_studio")
@@ -512,7 +519,7 @@ class Studio:
             raise gr.Error(f"{_shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
                            + (f", or a custom {task} model" if self.config.custom_models else ""))
         progress(0, desc=f"Loading {spec.title}")
-        with self.cache.use(spec) as translator:
+        with self.cache.use(spec) as translator, serving():  # background preparation pauses meanwhile
             yield translator
 
     def _info(self, requested: str, translator: Translator, backend: Backend, seconds: float,

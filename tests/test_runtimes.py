@@ -26,6 +26,7 @@ from gan_models.runtimes import (
     Preparer,
     Runtime,
     TorchBackend,
+    activity,
     cpu,
     get_runtime,
     requested_backend,
@@ -301,6 +302,28 @@ def test_the_queue_is_bounded_and_a_refusal_is_not_remembered(tiny_specs, monkey
     assert running.wait(30) and queued.wait(30) and running.error is None and queued.error is None
     retried = prep.submit(models[2], device="cpu")
     assert retried is not refused and retried.wait(30) and retried.error is None
+
+
+def test_the_tournament_pauses_while_a_request_runs(tiny_specs, tmp_path, stubs):
+    spec = tiny_specs["upscale"]
+    loaded = load_model(spec)
+    done = threading.Event()
+    with activity.serving():
+        thread = threading.Thread(target=lambda: (tn.run_tournament(spec, loaded.module, loaded.source, device="cpu",
+                                                                    root=tmp_path, runtimes=("torch", "slow")),
+                                                  done.set()))
+        thread.start()
+        time.sleep(0.5)
+        assert stubs["slow"] == [] and not done.is_set()  # waiting before its first candidate
+    assert done.wait(60) and stubs["slow"] == ["fp32"]
+
+
+def test_waiting_for_requests_is_bounded():
+    with activity.serving(), activity.serving():
+        assert activity.requests_running() == 2
+        waited = activity.yield_to_requests(max_wait_s=0.2)
+    assert 0.2 <= waited < 2 and activity.requests_running() == 0
+    assert activity.yield_to_requests() < 0.1  # nothing running: no wait
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")

@@ -20,6 +20,7 @@ from ..errors import GanModelsError
 from ..settings import env
 from ..specs import ModelSpec
 from ..weights import LoadedModel
+from .activity import serving, yield_to_requests
 from .base import Backend, BackendOutOfMemory, resolve_device
 from .malloc import tune_malloc
 from .onnx_export import cache_dir
@@ -59,8 +60,10 @@ __all__ = [
     "requested_backend",
     "resolve_device",
     "run_tournament",
+    "serving",
     "tune_malloc",
     "warm",
+    "yield_to_requests",
 ]
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError, first_line
 from ..specs import ModelSpec
 from . import onnx_export as ox
+from .activity import yield_to_requests
 from .base import Backend
 from .cpu import cpu_signature
 from .registry import RUNTIMES, Artifacts, Runtime
@@ -270,6 +271,7 @@ def run_tournament(
             if precisions is not None and precision not in precisions:
                 continue
             label = _label(name, precision)
+            yield_to_requests()
             entries[label], backend = _judge(runtime, precision, artifacts, device=device, threads=threads,
                                              trained=source is not None or precisions is not None, inputs=inputs,
                                              references=references)
@@ -294,6 +296,7 @@ def run_tournament(
     }
     chosen = None
     if contenders:
+        yield_to_requests()
         seconds = time_backends(contenders, x_bench)
         chosen = _decide(entries, seconds)
         record["chosen"] = {"runtime": entries[chosen]["runtime"], "precision": entries[chosen]["precision"]}
