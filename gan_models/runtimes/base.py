@@ -8,12 +8,15 @@ from several threads at once.
 
 from __future__ import annotations
 
-from typing import Protocol
+import threading
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from ..errors import GanModelsError
+from ..errors import BackendUnavailableError, GanModelsError
 
 
 class BackendOutOfMemory(GanModelsError):
@@ -37,3 +40,46 @@ def resolve_device(device: str = "auto") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise GanModelsError("device 'cuda' was asked for but no CUDA device is available")
     return device
+
+
+class BuildOnce:
+    """Expensive objects built from a graph file (onnxruntime sessions, OpenVINO compiled models), shared by every
+    Translator and request in the process: one build per key, even when several threads ask at once.
+
+    Keys come from `file_key`, so a file rewritten in place (new weights exported) is built again.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, Any] = {}
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        with self._guard:
+            item = self._items.get(key)
+            if item is not None:
+                return item
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one build per key
+            with self._guard:
+                item = self._items.get(key)
+            if item is None:
+                item = build()
+                with self._guard:
+                    self._items[key] = item
+        return item
+
+    def clear(self) -> None:
+        """Forget everything built (tests; freeing memory after a model is dropped)."""
+        with self._guard:
+            self._items.clear()
+            self._locks.clear()
+
+
+def file_key(path: Path) -> tuple:
+    """(resolved path, size, mtime) of a graph file; BackendUnavailableError when it is missing."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise BackendUnavailableError(f"ONNX model {path} is missing") from exc
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import BackendUnavailableError, GanModelsError, first_line
-from .base import BackendOutOfMemory
+from .base import BackendOutOfMemory, BuildOnce, file_key
 
 
 def import_onnxruntime() -> Any:
@@ -41,16 +40,12 @@ def onnx_device(device: str = "auto") -> str:
 
 # Sessions are expensive (graph optimisation, weight prepacking) and onnxruntime's Run is thread-safe, so one
 # session per (file, device, threads) serves every Translator and request in the process.
-_SESSIONS: dict[tuple, Any] = {}
-_SESSION_LOCKS: dict[tuple, threading.Lock] = {}
-_SESSIONS_GUARD = threading.Lock()
+_SESSIONS = BuildOnce()
 
 
 def clear_session_cache() -> None:
     """Forget every cached onnxruntime session (tests; freeing memory after a model is dropped)."""
-    with _SESSIONS_GUARD:
-        _SESSIONS.clear()
-        _SESSION_LOCKS.clear()
+    _SESSIONS.clear()
 
 
 def _make_session(path: Path, device: str, threads: int) -> Any:
@@ -79,26 +74,10 @@ def get_session(path: str | Path, *, device: str = "cpu", threads: int | None = 
     """The onnxruntime session for `path` on `device`, built once per (file version, device, threads)."""
     path = Path(path)
     threads = max(1, int(threads if threads is not None else torch.get_num_threads()))
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise BackendUnavailableError(f"ONNX model {path} is missing") from exc
+    key = (*file_key(path), device, threads)
     if not cache:
         return _make_session(path, device, threads)
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, device, threads)
-    with _SESSIONS_GUARD:
-        session = _SESSIONS.get(key)
-        if session is not None:
-            return session
-        lock = _SESSION_LOCKS.setdefault(key, threading.Lock())
-    with lock:  # one build per key even when several requests ask at once
-        with _SESSIONS_GUARD:
-            session = _SESSIONS.get(key)
-        if session is None:
-            session = _make_session(path, device, threads)
-            with _SESSIONS_GUARD:
-                _SESSIONS[key] = session
-    return session
+    return _SESSIONS.get(key, lambda: _make_session(path, device, threads))
 
 
 def _is_out_of_memory(exc: Exception) -> bool:

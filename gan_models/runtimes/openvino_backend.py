@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, GanModelsError, first_line
 from . import cpu
-from .base import BackendOutOfMemory
+from .base import BackendOutOfMemory, BuildOnce, file_key
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
@@ -63,16 +63,12 @@ def _config(precision: str, threads: int) -> dict[str, Any]:
 # Compiling is expensive (graph transformations, weight repacking) and a compiled model serves concurrent infer
 # requests, so one compiled model per (file version, precision, threads) serves every Translator in the process,
 # like onnxruntime's session cache in onnxruntime_backend.py.
-_COMPILED: dict[tuple, Any] = {}
-_COMPILE_LOCKS: dict[tuple, threading.Lock] = {}
-_GUARD = threading.Lock()
+_COMPILED = BuildOnce()
 
 
 def clear_compiled_cache() -> None:
     """Forget every cached compiled model (tests; freeing memory after a model is dropped)."""
-    with _GUARD:
-        _COMPILED.clear()
-        _COMPILE_LOCKS.clear()
+    _COMPILED.clear()
 
 
 def _compile(path: Path, precision: str, threads: int) -> Any:
@@ -91,26 +87,10 @@ def get_compiled(path: str | Path, *, precision: str = "fp32", threads: int | No
     path = Path(path)
     check_precision(precision)
     threads = max(1, int(threads if threads is not None else torch.get_num_threads()))
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise BackendUnavailableError(f"ONNX model {path} is missing") from exc
+    key = (*file_key(path), precision, threads)
     if not cache:
         return _compile(path, precision, threads)
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, precision, threads)
-    with _GUARD:
-        compiled = _COMPILED.get(key)
-        if compiled is not None:
-            return compiled
-        lock = _COMPILE_LOCKS.setdefault(key, threading.Lock())
-    with lock:  # one compile per key even when several requests ask at once
-        with _GUARD:
-            compiled = _COMPILED.get(key)
-        if compiled is None:
-            compiled = _compile(path, precision, threads)
-            with _GUARD:
-                _COMPILED[key] = compiled
-    return compiled
+    return _COMPILED.get(key, lambda: _compile(path, precision, threads))
 
 
 class OpenVinoBackend:
