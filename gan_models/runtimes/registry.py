@@ -96,12 +96,17 @@ class Runtime:
                 f"the {self.name} backend is not installed ({self.install}); use backend 'torch' or 'auto'")
 
 
-def _onnxruntime_importable() -> bool:
-    try:
-        import_onnxruntime()
-    except BackendUnavailableError:
-        return False
-    return True
+def _importable(load: Callable[[], Any]) -> Callable[[], bool]:
+    """available() of a runtime whose package `load` imports (raising BackendUnavailableError when missing)."""
+
+    def available() -> bool:
+        try:
+            load()
+        except BackendUnavailableError:
+            return False
+        return True
+
+    return available
 
 
 def _torch_precisions(device: str) -> tuple[str, ...]:
@@ -131,14 +136,6 @@ def _make_onnxruntime(artifacts: Artifacts, *, precision: str, device: str, thre
     return OnnxBackend(artifacts.onnx(precision), device=device, threads=threads, precision=precision, cache=False)
 
 
-def _openvino_importable() -> bool:
-    try:
-        import_openvino()
-    except BackendUnavailableError:
-        return False
-    return True
-
-
 def _openvino_precisions(device: str) -> tuple[str, ...]:
     if device != "cpu":
         return ()  # OpenVINO's GPU plugin is for Intel GPUs; CUDA devices go to torch and onnxruntime
@@ -154,10 +151,11 @@ def _make_openvino(artifacts: Artifacts, *, precision: str, device: str, threads
 RUNTIMES: dict[str, Runtime] = {
     "torch": Runtime(name="torch", offers=("fp32", "fp16", "bf16"), available=lambda: True,
                      precisions=_torch_precisions, make=_make_torch, install="pip install torch"),
-    "onnxruntime": Runtime(name="onnxruntime", offers=("fp32", "fp16", "int8"), available=_onnxruntime_importable,
-                           precisions=_onnxruntime_precisions, make=_make_onnxruntime,
+    "onnxruntime": Runtime(name="onnxruntime", offers=("fp32", "fp16", "int8"),
+                           available=_importable(import_onnxruntime), precisions=_onnxruntime_precisions,
+                           make=_make_onnxruntime,
                            install="pip install onnxruntime, or onnxruntime-gpu for CUDA"),
-    "openvino": Runtime(name="openvino", offers=("fp32", "bf16", "int8"), available=_openvino_importable,
+    "openvino": Runtime(name="openvino", offers=("fp32", "bf16", "int8"), available=_importable(import_openvino),
                         precisions=_openvino_precisions, make=_make_openvino, install="pip install openvino"),
 }
 # Names a caller may pass as `backend`: "auto" (the tournament's choice), a runtime, or an older alias.
