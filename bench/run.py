@@ -92,6 +92,16 @@ ONNX_FILE_OF = {"onnx-fp32": "fp32", "onnx-int8": "int8", "onnx-fp16": "fp16", "
                 "openvino-bf16": "fp32", "openvino-int8": "int8"}
 
 
+def graph_of(path: str, module: Any) -> str:
+    """The exported graph a path runs: OpenVINO bf16 takes the sub-pixel graph where the net has deconvs, as the
+    runtime registry gives it."""
+    from gan_models.runtimes.onnx_export import SUBPIXEL, has_subpixel_deconvs
+
+    if path == "openvino-bf16" and has_subpixel_deconvs(module):
+        return SUBPIXEL
+    return ONNX_FILE_OF[path]
+
+
 @dataclass
 class Row:
     tab: str
@@ -193,7 +203,7 @@ def make_path(name: str, spec: Any, module: Any, onnx_files: dict[str, str], thr
         precision = name.removeprefix("onnx-")
         backend = OnnxBackend(onnx_files[precision], device="cpu", threads=threads, precision=precision)
     else:
-        backend = OpenVinoBackend(onnx_files[ONNX_FILE_OF[name]], precision=name.removeprefix("openvino-"),
+        backend = OpenVinoBackend(onnx_files[graph_of(name, module)], precision=name.removeprefix("openvino-"),
                                   threads=threads)
     translator = Translator(spec, backend)
     return lambda x: translator.run_array(x, tile="auto")
@@ -422,13 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if random_init:
                     notes.append(f"{tab.model}: random-init weights (weights file missing)")
                 # The default path needs int8; other files only when a path runs them.
-                wanted = dict.fromkeys(["fp32", "int8", *(ONNX_FILE_OF[p] for p in paths if p in ONNX_FILE_OF)])
+                wanted = dict.fromkeys(["fp32", "int8", *(graph_of(p, module) for p in paths if p in ONNX_FILE_OF)])
                 files = ensure_exports(spec, module, source, root, list(wanted))
                 loaded[tab.model] = (spec, module, source, files, default_path(spec, module, source, root,
                                                                                args.threads))
             spec, module, source, files, default = loaded[tab.model]
             defaults[name] = default
-            tab_paths = [p for p in paths if p not in ONNX_FILE_OF or ONNX_FILE_OF[p] in files]
+            tab_paths = [p for p in paths if p not in ONNX_FILE_OF or graph_of(p, module) in files]
             side = min(tab.size, 256)  # FLOPs grow with the pixel count: counted on at most 256², scaled
             x_small = tab_input(Tab(name, tab.model, side, tab.image), spec.value_range)
             flops[name] = count_flops(module, x_small) * (tab.size / side) ** 2

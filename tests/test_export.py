@@ -6,6 +6,7 @@ Every export here goes to a temporary GAN_STUDIO_ONNX_CACHE. The tiny models exp
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -495,3 +496,49 @@ def test_calibration_session_runs_without_a_memory_pattern(tmp_path):
     assert calibrate.CalibraterBase.create_inference_session is original
     assert isinstance(stub.infer_session, ort.InferenceSession)
     assert stub.infer_session.get_session_options().enable_mem_pattern is False
+
+
+# --- the sub-pixel graph (OpenVINO bf16) -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_transposed_conv_and_its_sub_pixel_conv_compute_the_same(bias):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.ConvTranspose2d(6, 5, 4, 2, 1, bias=bias), torch.nn.ReLU(),
+                              torch.nn.ConvTranspose2d(5, 3, 3, 2, 1, output_padding=1))  # not k4/s2/p1: kept
+    twin = copy.deepcopy(net)
+    assert ox.subpixel_deconvs(twin) == 1
+    x = torch.randn(2, 6, 9, 14)
+    assert isinstance(twin[2], torch.nn.ConvTranspose2d) and not isinstance(twin[0], torch.nn.ConvTranspose2d)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), net(x), rtol=0, atol=1e-5)
+
+
+def test_the_sub_pixel_graph_has_no_transposed_convs_and_matches_torch(tiny_specs, tmp_path):
+    spec = tiny_specs["sketch2photo"]  # a U-Net: its upsampling is ConvTranspose(k=4, s=2, p=1)
+    module = load_model(spec, allow_fallback=False).module
+    assert ox.has_subpixel_deconvs(module) and not ox.has_subpixel_deconvs(
+        load_model(tiny_specs["upscale"], allow_fallback=False).module)
+    fp32, sub = ox.export_model(spec, tmp_path, precisions=("fp32", ox.SUBPIXEL), module=module)
+    assert sub.passed and sub.onnx_path.name.endswith(".fp32-subpixel.onnx") and sub.sidecar["dynamic_check"]["passed"]
+    assert sub.sidecar["parity"]["max_abs_diff"] <= ox.FP32_TOLERANCE * 2  # against the original torch module
+    ops = {path: {n.op_type for n in onnx.load(str(path)).graph.node} for path in (fp32.onnx_path, sub.onnx_path)}
+    assert "ConvTranspose" in ops[fp32.onnx_path] and "ConvTranspose" not in ops[sub.onnx_path]
+    assert "DepthToSpace" in ops[sub.onnx_path]
+    again = ox.export_model(spec, tmp_path, precisions=(ox.SUBPIXEL,), module=module)[0]
+    assert again.sidecar["created"] == sub.sidecar["created"]  # reused, not exported twice
+
+
+def test_openvino_bf16_gets_the_sub_pixel_graph_and_the_others_the_plain_one(tiny_specs, tmp_path, monkeypatch):
+    from gan_models.runtimes import registry
+
+    built: list[tuple[str, str]] = []
+    monkeypatch.setattr(registry, "OpenVinoBackend",
+                        lambda path, **kw: built.append((kw["precision"], path.name)) or object())
+    for task, bf16_graph in (("sketch2photo", ox.SUBPIXEL), ("upscale", "fp32")):
+        spec = tiny_specs[task]
+        artifacts = registry.Artifacts(spec=spec, module=load_model(spec, allow_fallback=False).module,
+                                       source=None, root=tmp_path)
+        for precision in ("bf16", "fp32"):
+            registry.RUNTIMES["openvino"].make(artifacts, precision=precision, device="cpu", threads=1)
+        assert built[-2:] == [("bf16", f"{spec.id}.{bf16_graph}.onnx"), ("fp32", f"{spec.id}.fp32.onnx")]

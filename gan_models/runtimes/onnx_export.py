@@ -40,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError, first_line
 from ..files import atomic_write, sha256_file
@@ -50,7 +53,12 @@ FORMAT = "gan_models.onnx/1"
 # How each precision is made; bumping one re-exports that precision in every cache (older files are stale).
 # int8 2: PRelu rewritten as Max(x, a*x) before quantization. 3: the first conv stays float. 4: and an RGB last conv.
 # 5: large upscalers calibrate on the same pixels in 32x32 quarters, without onnxruntime's memory pattern (memory).
-RECIPES = {"fp32": 1, "fp16": 1, "int8": 5, "bf16": 1}
+RECIPES = {"fp32": 1, "fp16": 1, "int8": 5, "bf16": 1, "fp32-subpixel": 1}
+# An fp32 graph in which every ConvTranspose(k=4, s=2, p=1) (the U-Nets' upsampling) is one 3x3 conv with 4x the
+# channels and a pixel shuffle: the same function (exact to rounding). OpenVINO's CPU plugin runs those deconvolutions
+# in f32 even at bf16 inference precision, and the convs in bf16; onnxruntime is slower on it, so only OpenVINO uses it.
+SUBPIXEL = "fp32-subpixel"
+FULL_PRECISION_GRAPHS = ("fp32", SUBPIXEL)
 OPSET = 18
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "bf16")
 RUNNABLE_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -386,6 +394,58 @@ class _Batches:
         pass
 
 
+class _SubPixelConvTranspose(nn.Module):
+    """ConvTranspose2d(k=4, s=2, p=1) as Conv2d(k=3, p=1, 4x the output channels) + PixelShuffle(2).
+
+    Output pixel (2i+a, 2j+b) of the transposed conv reads input pixels (i+d, j+e) for d, e in {-1, 0, 1} through
+    kernel taps (a+1-2d, b+1-2e) where those lie in 0..3: one 3x3 conv per output phase (a, b), stacked as channels
+    (c, a, b) in the order pixel_shuffle expects.
+    """
+
+    def __init__(self, deconv: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        w = deconv.weight.detach()  # (Cin, Cout, 4, 4)
+        cin, cout = w.shape[:2]
+        k = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=w.dtype)
+        for a in range(2):
+            for b in range(2):
+                for d in (-1, 0, 1):
+                    for e in (-1, 0, 1):
+                        ky, kx = a + 1 - 2 * d, b + 1 - 2 * e
+                        if 0 <= ky < 4 and 0 <= kx < 4:
+                            k[:, a, b, :, d + 1, e + 1] = w[:, :, ky, kx].T
+        self.conv = nn.Conv2d(cin, cout * 4, 3, padding=1, bias=deconv.bias is not None)
+        self.conv.weight.data = k.reshape(cout * 4, cin, 3, 3)
+        if deconv.bias is not None:
+            self.conv.bias.data = deconv.bias.detach().repeat_interleave(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.conv(x), 2)  # (B, 4C, H, W) -> (B, C, 2H, 2W)
+
+
+def _is_subpixel_deconv(module: Any) -> bool:
+    return (isinstance(module, nn.ConvTranspose2d) and module.kernel_size == (4, 4) and module.stride == (2, 2)
+            and module.padding == (1, 1) and module.output_padding == (0, 0) and module.groups == 1
+            and module.dilation == (1, 1))
+
+
+def has_subpixel_deconvs(model: Any) -> bool:
+    """Whether `model` has transposed convs that the sub-pixel graph writes as convs (the U-Nets do)."""
+    return any(_is_subpixel_deconv(m) for m in model.modules())
+
+
+def subpixel_deconvs(model: Any) -> int:
+    """Replace, in place, every ConvTranspose2d(k=4, s=2, p=1) by its sub-pixel conv; returns how many."""
+    count = 0
+    for name, child in model.named_children():
+        if _is_subpixel_deconv(child):
+            setattr(model, name, _SubPixelConvTranspose(child))
+            count += 1
+        else:
+            count += subpixel_deconvs(child)
+    return count
+
+
 def prelu_as_max(model: Any) -> int:
     """Rewrite every PRelu whose constant slopes are all <= 1 as Max(x, slope * x), in place; returns how many.
 
@@ -548,7 +608,7 @@ def _parity(
         "max_abs_diff": max_abs,
         "psnr_vs_fp32_db": json_float(psnr),
     }
-    if precision == "fp32":
+    if precision in FULL_PRECISION_GRAPHS:
         tol = FP32_TOLERANCE * (hi - lo)
         record.update(tolerance=tol, passed=bool(max_abs <= tol))
         if not record["passed"]:
@@ -677,7 +737,9 @@ def _export_one(
     opset: int,
     fp32: Exported | None,
     reference: dict[str, np.ndarray],
+    export_module: Any | None = None,
 ) -> Exported:
+    """Export one graph; `export_module` (default `module`) is what is exported, `module` what it is checked against."""
     path = onnx_path_for(root, spec, precision)
     sidecar_path = path.with_suffix(".json")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -686,8 +748,8 @@ def _export_one(
     try:
         with tempfile.TemporaryDirectory(prefix="gan_onnx_", dir=path.parent) as tmp:
             tmp_path = Path(tmp) / path.name
-            if precision == "fp32":
-                _export_fp32(module, spec, tmp_path, opset)
+            if precision in FULL_PRECISION_GRAPHS:
+                _export_fp32(module if export_module is None else export_module, spec, tmp_path, opset)
             else:
                 assert fp32 is not None and fp32.passed
                 if precision == "fp16":
@@ -713,7 +775,8 @@ def _export_one(
         "precision": precision,
         "recipe": RECIPES[precision],
         "opset": opset,
-        "exporter": "torch.onnx.export(dynamo=True)" if precision == "fp32" else f"derived from {fp32.onnx_path.name}",
+        "exporter": ("torch.onnx.export(dynamo=True)" + (" of the sub-pixel rewrite" if precision == SUBPIXEL else "")
+                     if precision in FULL_PRECISION_GRAPHS else f"derived from {fp32.onnx_path.name}"),
         "eval_mode": True,
         "dynamic_axes": {"input": ["batch", "height", "width"], "output": ["batch", "height*scale", "width*scale"]},
         "onnx_file": path.name,
@@ -726,7 +789,7 @@ def _export_one(
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **extra,
     }
-    if precision == "fp32":
+    if precision in FULL_PRECISION_GRAPHS:
         data["dynamic_check"] = _dynamic_check(spec, module, path)
         if not data["dynamic_check"]["passed"] and parity["passed"]:
             parity.update(passed=False, reason=f"batch-2 {data['dynamic_check']['input_shape']} run differs from torch")
@@ -764,7 +827,8 @@ def export_model(
         WeightsUnavailableError, WeightsError: the spec's weights cannot be loaded.
     """
     for p in precisions:
-        check_precision(p)
+        if p != SUBPIXEL:  # a graph for OpenVINO, not a precision users pick
+            check_precision(p)
     if module is None:
         from ..weights import load_model
 
@@ -782,6 +846,15 @@ def export_model(
         for precision in precisions:
             if precision == "fp32":
                 results.append(fp32)
+                continue
+            if precision == SUBPIXEL:
+                done = None if force else load_existing(root, spec, SUBPIXEL, weights["state_sha256"])
+                if done is None or (retry_failed and not done.passed):
+                    rewritten = copy.deepcopy(module)
+                    subpixel_deconvs(rewritten)
+                    done = _export_one(spec, module, weights, root, SUBPIXEL, opset=opset, fp32=None,
+                                       reference=reference, export_module=rewritten)
+                results.append(done)
                 continue
             done = None if force else load_existing(root, spec, precision, weights["state_sha256"])
             if done is None or (retry_failed and not done.passed):

@@ -19,7 +19,7 @@ from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError
 from ..specs import ModelSpec
 from . import cpu
 from .base import Backend
-from .onnx_export import Exported, export_model
+from .onnx_export import FULL_PRECISION_GRAPHS, SUBPIXEL, Exported, export_model, has_subpixel_deconvs
 from .onnxruntime_backend import OnnxBackend, import_onnxruntime
 from .openvino_backend import OpenVinoBackend, import_openvino
 from .torch_backend import TorchBackend
@@ -60,7 +60,7 @@ class Artifacts:
             OnnxExportError: the export failed, or the fp32 graph does not match torch.
         """
         done = self.export(precision)
-        if done.sidecar.get("error") or (precision == "fp32" and not done.passed):
+        if done.sidecar.get("error") or (precision in FULL_PRECISION_GRAPHS and not done.passed):
             raise OnnxExportError(done.failure)
         return done.onnx_path
 
@@ -143,8 +143,13 @@ def _openvino_precisions(device: str) -> tuple[str, ...]:
 
 
 def _make_openvino(artifacts: Artifacts, *, precision: str, device: str, threads: int | None) -> Backend:
-    # bf16 is the fp32 graph compiled with a bf16 inference precision; int8 is the QDQ graph onnxruntime runs too.
-    graph = artifacts.onnx("int8" if precision == "int8" else "fp32")
+    # bf16 is an fp32 graph compiled with a bf16 inference precision; int8 is the QDQ graph onnxruntime runs too.
+    # For bf16, transposed convs go in as sub-pixel convs where there are any: OpenVINO keeps deconvolutions in f32
+    # (in f32 the plain deconvolution is the faster of the two).
+    if precision == "bf16" and has_subpixel_deconvs(artifacts.module):
+        graph = artifacts.onnx(SUBPIXEL)
+    else:
+        graph = artifacts.onnx("int8" if precision == "int8" else "fp32")
     return OpenVinoBackend(graph, device=device, precision=precision, threads=threads, cache=False)
 
 

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "gan_models.tournament/1"
 # How candidates are judged and timed; bumping it judges every model again. 2: upscalers timed at <= 128 px.
 # 3: and judged in tiles of <= 128 px.
-RECIPE = 5
+RECIPE = 6
 MIN_PSNR_DB = ox.MIN_PSNR_DB
 # A reduced precision is taken only when it is clearly faster than full precision on this machine.
 AUTO_MIN_SPEEDUP = 1.1
