@@ -28,6 +28,7 @@ Paths:
     torch-bf16-compile   the same under torch.compile, compiled before timing (only when named in --paths)
     openvino-fp32 Translator + OpenVinoBackend, the fp32 export with f32 math
     openvino-bf16 Translator + OpenVinoBackend, the fp32 export with bf16 math (needs AVX512_BF16/AMX)
+    openvino-bf16-subpixel   the same on the sub-pixel export (U-Nets: transposed convs as convs + pixel shuffle)
     openvino-int8 Translator + OpenVinoBackend, the int8 (QDQ) export
 A path that cannot run here (no openvino, no native bf16) is listed with the reason instead of a time.
 Columns: median latency, ratio vs eager (higher is faster), useful GFLOP/s (the model's FLOPs on the whole input,
@@ -83,23 +84,23 @@ DEFAULT_TABS = ("style", "sketch", "upscale", "upscale-2048")
 HUB_TABS = ("hub-style", "hub-sketch", "hub-esrgan", "hub-srgan")
 PAUSE_S = 0.2  # idle time before each timed run
 ALL_PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8", "onnx-fp16", "torch-bf16", "openvino-fp32", "openvino-bf16",
-             "openvino-int8")
+             "openvino-bf16-subpixel", "openvino-int8")
 QUICK_PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8")
 # Compiling takes tens of seconds per model: measured on request (--paths), not in every run.
 PATH_CHOICES = (*ALL_PATHS, "torch-bf16-compile")
 # The ONNX file each file-based path runs.
 ONNX_FILE_OF = {"onnx-fp32": "fp32", "onnx-int8": "int8", "onnx-fp16": "fp16", "openvino-fp32": "fp32",
-                "openvino-bf16": "fp32", "openvino-int8": "int8"}
+                "openvino-bf16": "fp32", "openvino-bf16-subpixel": "fp32-subpixel", "openvino-int8": "int8"}
+# OpenVINO's candidate name -> its inference precision (bf16-subpixel is bf16 on the sub-pixel graph)
+OPENVINO_PRECISION = {"openvino-fp32": "fp32", "openvino-bf16": "bf16", "openvino-bf16-subpixel": "bf16",
+                      "openvino-int8": "int8"}
 
 
-def graph_of(path: str, module: Any) -> str:
-    """The exported graph a path runs: OpenVINO bf16 takes the sub-pixel graph where the net has deconvs, as the
-    runtime registry gives it."""
-    from gan_models.runtimes.onnx_export import SUBPIXEL, has_subpixel_deconvs
+def runs_here(path: str, module: Any) -> bool:
+    """The sub-pixel path only for networks that have transposed convs to rewrite, as the registry offers it."""
+    from gan_models.runtimes.onnx_export import has_subpixel_deconvs
 
-    if path == "openvino-bf16" and has_subpixel_deconvs(module):
-        return SUBPIXEL
-    return ONNX_FILE_OF[path]
+    return path != "openvino-bf16-subpixel" or has_subpixel_deconvs(module)
 
 
 @dataclass
@@ -203,7 +204,7 @@ def make_path(name: str, spec: Any, module: Any, onnx_files: dict[str, str], thr
         precision = name.removeprefix("onnx-")
         backend = OnnxBackend(onnx_files[precision], device="cpu", threads=threads, precision=precision)
     else:
-        backend = OpenVinoBackend(onnx_files[graph_of(name, module)], precision=name.removeprefix("openvino-"),
+        backend = OpenVinoBackend(onnx_files[ONNX_FILE_OF[name]], precision=OPENVINO_PRECISION[name],
                                   threads=threads)
     translator = Translator(spec, backend)
     return lambda x: translator.run_array(x, tile="auto")
@@ -432,13 +433,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if random_init:
                     notes.append(f"{tab.model}: random-init weights (weights file missing)")
                 # The default path needs int8; other files only when a path runs them.
-                wanted = dict.fromkeys(["fp32", "int8", *(graph_of(p, module) for p in paths if p in ONNX_FILE_OF)])
+                wanted = dict.fromkeys(["fp32", "int8", *(ONNX_FILE_OF[p] for p in paths
+                                                             if p in ONNX_FILE_OF and runs_here(p, module))])
                 files = ensure_exports(spec, module, source, root, list(wanted))
                 loaded[tab.model] = (spec, module, source, files, default_path(spec, module, source, root,
                                                                                args.threads))
             spec, module, source, files, default = loaded[tab.model]
             defaults[name] = default
-            tab_paths = [p for p in paths if p not in ONNX_FILE_OF or graph_of(p, module) in files]
+            tab_paths = [p for p in paths
+                         if runs_here(p, module) and (p not in ONNX_FILE_OF or ONNX_FILE_OF[p] in files)]
             side = min(tab.size, 256)  # FLOPs grow with the pixel count: counted on at most 256², scaled
             x_small = tab_input(Tab(name, tab.model, side, tab.image), spec.value_range)
             flops[name] = count_flops(module, x_small) * (tab.size / side) ** 2

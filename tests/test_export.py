@@ -529,16 +529,19 @@ def test_the_sub_pixel_graph_has_no_transposed_convs_and_matches_torch(tiny_spec
     assert again.sidecar["created"] == sub.sidecar["created"]  # reused, not exported twice
 
 
-def test_openvino_bf16_gets_the_sub_pixel_graph_and_the_others_the_plain_one(tiny_specs, tmp_path, monkeypatch):
+def test_openvino_bf16_competes_on_both_graphs_where_the_net_has_transposed_convs(tiny_specs, tmp_path, monkeypatch):
     from gan_models.runtimes import registry
 
     built: list[tuple[str, str]] = []
     monkeypatch.setattr(registry, "OpenVinoBackend",
                         lambda path, **kw: built.append((kw["precision"], path.name)) or object())
-    for task, bf16_graph in (("sketch2photo", ox.SUBPIXEL), ("upscale", "fp32")):
-        spec = tiny_specs[task]
-        artifacts = registry.Artifacts(spec=spec, module=load_model(spec, allow_fallback=False).module,
-                                       source=None, root=tmp_path)
-        for precision in ("bf16", "fp32"):
-            registry.RUNTIMES["openvino"].make(artifacts, precision=precision, device="cpu", threads=1)
-        assert built[-2:] == [("bf16", f"{spec.id}.{bf16_graph}.onnx"), ("fp32", f"{spec.id}.fp32.onnx")]
+    openvino = registry.RUNTIMES["openvino"]
+    spec = tiny_specs["sketch2photo"]
+    artifacts = registry.Artifacts(spec=spec, module=load_model(spec, allow_fallback=False).module, source=None,
+                                   root=tmp_path)
+    for precision in ("bf16", registry.BF16_SUBPIXEL):
+        assert openvino.not_applicable(artifacts.module, precision) is None
+        openvino.make(artifacts, precision=precision, device="cpu", threads=1)
+    assert built == [("bf16", f"{spec.id}.fp32.onnx"), ("bf16", f"{spec.id}.{ox.SUBPIXEL}.onnx")]
+    upscaler = load_model(tiny_specs["upscale"], allow_fallback=False).module  # no transposed convs
+    assert "no ConvTranspose" in openvino.not_applicable(upscaler, registry.BF16_SUBPIXEL)

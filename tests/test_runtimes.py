@@ -205,7 +205,7 @@ def test_registry_names_and_precisions(monkeypatch):
         assert runtime.available() and set(runtime.precisions("cpu")) <= set(runtime.offers)
     assert RUNTIMES["onnxruntime"].precisions("cpu") == ("fp32", "int8")
     assert RUNTIMES["openvino"].precisions("cuda") == ()  # OpenVINO runs CUDA devices' models on no GPU
-    for bf16, torch_cpu, openvino_cpu in ((True, ("fp32", "bf16"), ("fp32", "bf16", "int8")),
+    for bf16, torch_cpu, openvino_cpu in ((True, ("fp32", "bf16"), ("fp32", "bf16", "bf16-subpixel", "int8")),
                                           (False, ("fp32",), ("fp32", "int8"))):  # bf16 only where the CPU has it
         monkeypatch.setattr(cpu, "has_bf16", lambda bf16=bf16: bf16)
         assert RUNTIMES["torch"].precisions("cpu") == torch_cpu

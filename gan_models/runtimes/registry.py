@@ -81,6 +81,7 @@ class Runtime:
         make: builds a backend; raises OnnxExportError when its graph cannot be made, BackendUnavailableError when
             the runtime cannot load it.
         install: how to get it, for the message when it is missing.
+        applies: (module, precision) → None, or why that candidate makes no sense for this network.
     """
 
     name: str
@@ -89,6 +90,11 @@ class Runtime:
     precisions: Callable[[str], tuple[str, ...]]
     make: Make
     install: str
+    applies: Callable[[Any, str], str | None] = lambda module, precision: None
+
+    def not_applicable(self, module: Any, precision: str) -> str | None:
+        """Why `precision` makes no sense for this network (a graph rewrite it has nothing for), else None."""
+        return self.applies(module, precision)
 
     def require(self) -> None:
         if not self.available():
@@ -139,17 +145,26 @@ def _make_onnxruntime(artifacts: Artifacts, *, precision: str, device: str, thre
 def _openvino_precisions(device: str) -> tuple[str, ...]:
     if device != "cpu":
         return ()  # OpenVINO's GPU plugin is for Intel GPUs; CUDA devices go to torch and onnxruntime
-    return ("fp32", "bf16", "int8") if cpu.has_bf16() else ("fp32", "int8")
+    return ("fp32", "bf16", BF16_SUBPIXEL, "int8") if cpu.has_bf16() else ("fp32", "int8")
+
+
+# bf16 on the sub-pixel graph (gan_models.runtimes.onnx_export.SUBPIXEL): OpenVINO runs some transposed convs in f32
+# at bf16 precision (seen with biased ones); as convs they run in bf16 but cost 2.25x the multiply-adds. Which is
+# faster depends on the network, so both compete.
+BF16_SUBPIXEL = "bf16-subpixel"
+
+
+def _openvino_applies(module: Any, precision: str) -> str | None:
+    if precision == BF16_SUBPIXEL and not has_subpixel_deconvs(module):
+        return "the network has no ConvTranspose(k=4, s=2, p=1) to write as sub-pixel convs"
+    return None
 
 
 def _make_openvino(artifacts: Artifacts, *, precision: str, device: str, threads: int | None) -> Backend:
     # bf16 is an fp32 graph compiled with a bf16 inference precision; int8 is the QDQ graph onnxruntime runs too.
-    # For bf16, transposed convs go in as sub-pixel convs where there are any: OpenVINO keeps deconvolutions in f32
-    # (in f32 the plain deconvolution is the faster of the two).
-    if precision == "bf16" and has_subpixel_deconvs(artifacts.module):
-        graph = artifacts.onnx(SUBPIXEL)
-    else:
-        graph = artifacts.onnx("int8" if precision == "int8" else "fp32")
+    if precision == BF16_SUBPIXEL:
+        return OpenVinoBackend(artifacts.onnx(SUBPIXEL), device=device, precision="bf16", threads=threads, cache=False)
+    graph = artifacts.onnx("int8" if precision == "int8" else "fp32")
     return OpenVinoBackend(graph, device=device, precision=precision, threads=threads, cache=False)
 
 
@@ -160,8 +175,9 @@ RUNTIMES: dict[str, Runtime] = {
                            available=_importable(import_onnxruntime), precisions=_onnxruntime_precisions,
                            make=_make_onnxruntime,
                            install="pip install onnxruntime, or onnxruntime-gpu for CUDA"),
-    "openvino": Runtime(name="openvino", offers=("fp32", "bf16", "int8"), available=_importable(import_openvino),
-                        precisions=_openvino_precisions, make=_make_openvino, install="pip install openvino"),
+    "openvino": Runtime(name="openvino", offers=("fp32", "bf16", BF16_SUBPIXEL, "int8"),
+                        available=_importable(import_openvino), precisions=_openvino_precisions,
+                        make=_make_openvino, install="pip install openvino", applies=_openvino_applies),
 }
 # Names a caller may pass as `backend`: "auto" (the tournament's choice), a runtime, or an older alias.
 ALIASES: dict[str, str] = {"onnx": "onnxruntime"}

@@ -7,7 +7,8 @@ on one fixed input (the others are dropped at once, so peak memory holds FINALIS
 wins, except that a less accurate candidate must beat a more accurate one by AUTO_MIN_SPEEDUP to be worth its error.
 Each candidate gets one verdict, written with its ms and PSNR to `<cache>/<id>/tournament.<device>.json`:
 
-    chosen | too slow | too inaccurate | export failed | not available on this CPU (or GPU) | not judged
+    chosen | too slow | too inaccurate | export failed | not available on this CPU (or GPU) | not judged |
+    not applicable
 
 The record is keyed by the weights' sha256, the device, the CPU signature, the thread count, the export recipes and
 the candidate list; while all of them hold it is reused without timing anything again.
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "gan_models.tournament/1"
 # How candidates are judged and timed; bumping it judges every model again. 2: upscalers timed at <= 128 px.
 # 3: and judged in tiles of <= 128 px.
-RECIPE = 6
+RECIPE = 7
 MIN_PSNR_DB = ox.MIN_PSNR_DB
 # A reduced precision is taken only when it is clearly faster than full precision on this machine.
 AUTO_MIN_SPEEDUP = 1.1
@@ -55,6 +56,7 @@ TOO_SLOW = "too slow"
 TOO_INACCURATE = "too inaccurate"
 EXPORT_FAILED = "export failed"
 NOT_JUDGED = "not judged"
+NOT_APPLICABLE = "not applicable"
 FULL_PRECISION = "fp32"
 # CPU flags that decide which kernels run (int8 dot products, bf16 math); a record made elsewhere is not reused.
 
@@ -142,6 +144,8 @@ def _judge(
     if precision not in runtime.precisions(device):
         return dict(entry, verdict=not_available(device),
                     reason=f"{runtime.name} does not offer {precision} on this {device}"), None
+    if (reason := runtime.not_applicable(artifacts.module, precision)) is not None:
+        return dict(entry, verdict=NOT_APPLICABLE, reason=reason), None
     if precision == "int8" and not trained:
         return dict(entry, verdict=NOT_JUDGED, reason="int8 is judged on trained weights only; these are in "
                     "memory (random-init or unsaved), where its error says nothing about real models"), None
