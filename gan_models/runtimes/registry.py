@@ -82,6 +82,8 @@ class Runtime:
             the runtime cannot load it.
         install: how to get it, for the message when it is missing.
         applies: (module, precision) → None, or why that candidate makes no sense for this network.
+        graphs: precision → the exported graphs `make` reads (made before any candidate is built: exporting a
+            large network briefly holds several copies of it).
     """
 
     name: str
@@ -91,6 +93,7 @@ class Runtime:
     make: Make
     install: str
     applies: Callable[[Any, str], str | None] = lambda module, precision: None
+    graphs: Callable[[str], tuple[str, ...]] = lambda precision: ()
 
     def not_applicable(self, module: Any, precision: str) -> str | None:
         """Why `precision` makes no sense for this network (a graph rewrite it has nothing for), else None."""
@@ -173,11 +176,13 @@ RUNTIMES: dict[str, Runtime] = {
                      precisions=_torch_precisions, make=_make_torch, install="pip install torch"),
     "onnxruntime": Runtime(name="onnxruntime", offers=("fp32", "fp16", "int8"),
                            available=_importable(import_onnxruntime), precisions=_onnxruntime_precisions,
-                           make=_make_onnxruntime,
+                           make=_make_onnxruntime, graphs=lambda precision: (precision,),
                            install="pip install onnxruntime, or onnxruntime-gpu for CUDA"),
     "openvino": Runtime(name="openvino", offers=("fp32", "bf16", BF16_SUBPIXEL, "int8"),
                         available=_importable(import_openvino), precisions=_openvino_precisions,
-                        make=_make_openvino, install="pip install openvino", applies=_openvino_applies),
+                        make=_make_openvino, install="pip install openvino", applies=_openvino_applies,
+                        graphs=lambda precision: {"int8": ("int8",), BF16_SUBPIXEL: (SUBPIXEL,)}.get(precision,
+                                                                                                   ("fp32",))),
 }
 # Names a caller may pass as `backend`: "auto" (the tournament's choice), a runtime, or an older alias.
 ALIASES: dict[str, str] = {"onnx": "onnxruntime"}

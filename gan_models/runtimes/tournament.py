@@ -43,7 +43,7 @@ RECIPE = 7
 MIN_PSNR_DB = ox.MIN_PSNR_DB
 # A reduced precision is taken only when it is clearly faster than full precision on this machine.
 AUTO_MIN_SPEEDUP = 1.1
-FINALISTS = 3  # candidates alive at once: the others are dropped after one timed run (peak memory)
+FINALISTS = 2  # candidates alive at once: the others are dropped after one timed run (peak memory)
 EXACT_DB = 80.0  # PSNR vs fp32 above this: agreement within rounding (fp32 runtimes reach 100-160 dB)
 TIMING_REPEATS = 3
 # Upscalers are judged and timed at most this many pixels a side (tiles): every candidate stays alive until the timing
@@ -204,6 +204,27 @@ def _decide(entries: dict[str, dict[str, Any]], seconds: dict[str, float]) -> st
     return winner
 
 
+def _export_first(artifacts: Artifacts, names: Sequence[str], precisions: Sequence[str] | None, *, device: str,
+                  trained: bool) -> None:
+    """Make every graph the candidates will read before any candidate is built: exporting a large network briefly
+    holds several copies of it, and finalists alive meanwhile would add to that peak. Failures are remembered in
+    the artifacts and become the candidates' verdicts later."""
+    wanted: dict[str, None] = {}
+    for name in names:
+        runtime = RUNTIMES[name]
+        if not runtime.available():
+            continue
+        for precision in runtime.precisions(device):
+            if (precisions is None or precision in precisions) and (precision != "int8" or trained) and \
+                    runtime.not_applicable(artifacts.module, precision) is None:
+                wanted.update(dict.fromkeys(runtime.graphs(precision)))
+    for graph in wanted:
+        try:
+            artifacts.export(graph)
+        except GanModelsError:  # the candidate that reads it gets this as its verdict when it is built
+            continue
+
+
 def run_tournament(
     spec: ModelSpec,
     module: Any,
@@ -265,6 +286,8 @@ def run_tournament(
     tile = _judge_tile(spec)
     reference = Translator(spec, TorchBackend(module, device="cpu"))
     references = [reference.run_array(x, tile=tile) for x, _ in inputs]
+    trained = source is not None or precisions is not None
+    _export_first(artifacts, names, precisions, device=device, trained=trained)
     entries: dict[str, dict[str, Any]] = {}
     contenders: dict[str, Backend] = {}
     first_round: dict[str, float] = {}
@@ -277,7 +300,7 @@ def run_tournament(
             label = _label(name, precision)
             yield_to_requests()
             entries[label], backend = _judge(runtime, precision, artifacts, device=device, threads=threads,
-                                             trained=source is not None or precisions is not None, inputs=inputs,
+                                             trained=trained, inputs=inputs,
                                              references=references)
             if backend is not None:
                 contenders[label] = backend
