@@ -545,3 +545,12 @@ def test_openvino_bf16_competes_on_both_graphs_where_the_net_has_transposed_conv
     assert built == [("bf16", f"{spec.id}.fp32.onnx"), ("bf16", f"{spec.id}.{ox.SUBPIXEL}.onnx")]
     upscaler = load_model(tiny_specs["upscale"], allow_fallback=False).module  # no transposed convs
     assert "no ConvTranspose" in openvino.not_applicable(upscaler, registry.BF16_SUBPIXEL)
+    monkeypatch.setattr(registry, "SUBPIXEL_MAX_WEIGHTS", ox.subpixel_weight_count(artifacts.module) - 1)
+    assert "more memory" in openvino.not_applicable(artifacts.module, registry.BF16_SUBPIXEL)  # bounded export
+
+
+def test_the_sub_pixel_weight_count_is_what_the_rewritten_network_holds(tiny_specs):
+    module = load_model(tiny_specs["sketch2photo"], allow_fallback=False).module
+    rewritten = copy.deepcopy(module)
+    ox.subpixel_deconvs(rewritten)
+    assert ox.subpixel_weight_count(module) == sum(p.numel() for p in rewritten.parameters())

@@ -30,3 +30,19 @@ def tune_malloc() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+
+
+def trim_heap() -> bool:
+    """Hand the heap's free memory back to the kernel now (glibc's malloc_trim; a no-op returning False elsewhere).
+
+    After a large export the freed copies of the network stay resident up to the trim threshold; the tournament
+    trims before it builds its candidates, so they do not stack on top of that.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    return bool(malloc_trim(0))

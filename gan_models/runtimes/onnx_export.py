@@ -434,6 +434,16 @@ def has_subpixel_deconvs(model: Any) -> bool:
     return any(_is_subpixel_deconv(m) for m in model.modules())
 
 
+def subpixel_weight_count(model: Any) -> int:
+    """Parameters of `model` once its transposed convs are sub-pixel convs (36/16 of the weights, 4x the bias)."""
+    total = sum(p.numel() for p in model.parameters())
+    for m in model.modules():
+        if _is_subpixel_deconv(m):
+            total += (m.weight.numel() * 36) // 16 - m.weight.numel()
+            total += 3 * m.bias.numel() if m.bias is not None else 0
+    return total
+
+
 def subpixel_deconvs(model: Any) -> int:
     """Replace, in place, every ConvTranspose2d(k=4, s=2, p=1) by its sub-pixel conv; returns how many."""
     count = 0

@@ -19,7 +19,14 @@ from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError
 from ..specs import ModelSpec
 from . import cpu
 from .base import Backend
-from .onnx_export import FULL_PRECISION_GRAPHS, SUBPIXEL, Exported, export_model, has_subpixel_deconvs
+from .onnx_export import (
+    FULL_PRECISION_GRAPHS,
+    SUBPIXEL,
+    Exported,
+    export_model,
+    has_subpixel_deconvs,
+    subpixel_weight_count,
+)
 from .onnxruntime_backend import OnnxBackend, import_onnxruntime
 from .openvino_backend import OpenVinoBackend, import_openvino
 from .torch_backend import TorchBackend
@@ -157,9 +164,20 @@ def _openvino_precisions(device: str) -> tuple[str, ...]:
 BF16_SUBPIXEL = "bf16-subpixel"
 
 
+# Exporting a network briefly holds several copies of it: the sub-pixel graph of a large U-Net (huggan's: 54M weights,
+# 98M rewritten) peaked at 3.5 GB, over what a background preparation may use.
+SUBPIXEL_MAX_WEIGHTS = 32_000_000
+
+
 def _openvino_applies(module: Any, precision: str) -> str | None:
-    if precision == BF16_SUBPIXEL and not has_subpixel_deconvs(module):
+    if precision != BF16_SUBPIXEL:
+        return None
+    if not has_subpixel_deconvs(module):
         return "the network has no ConvTranspose(k=4, s=2, p=1) to write as sub-pixel convs"
+    weights = subpixel_weight_count(module)
+    if weights > SUBPIXEL_MAX_WEIGHTS:
+        return (f"its sub-pixel graph would hold {weights / 1e6:.0f}M weights; exporting it would need more memory "
+                f"than a background preparation may use (up to {SUBPIXEL_MAX_WEIGHTS / 1e6:.0f}M)")
     return None
 
 

@@ -17,6 +17,7 @@ the candidate list; while all of them hold it is reused without timing anything 
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from . import onnx_export as ox
 from .activity import yield_to_requests
 from .base import Backend
 from .cpu import cpu_signature
+from .malloc import trim_heap
 from .registry import RUNTIMES, Artifacts, Runtime
 
 logger = logging.getLogger(__name__)
@@ -223,6 +225,8 @@ def _export_first(artifacts: Artifacts, names: Sequence[str], precisions: Sequen
             artifacts.export(graph)
         except GanModelsError:  # the candidate that reads it gets this as its verdict when it is built
             continue
+    gc.collect()
+    trim_heap()
 
 
 def run_tournament(
