@@ -20,7 +20,7 @@ import datetime as _dt
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,29 @@ def _label(runtime: str, precision: str) -> str:
     return f"{runtime} {precision}"
 
 
+def _candidates(names: Sequence[str], precisions: Sequence[str] | None) -> Iterator[tuple[Runtime, str]]:
+    """Every (runtime, precision) of the tournament, in registry order."""
+    for name in names:
+        runtime = RUNTIMES[name]
+        for precision in runtime.offers:
+            if precisions is None or precision in precisions:
+                yield runtime, precision
+
+
+def _not_built(runtime: Runtime, precision: str, module: Any, *, device: str, trained: bool) -> tuple[str, str] | None:
+    """(verdict, reason) of a candidate that is not even built here, else None."""
+    if not runtime.available():
+        return not_available(device), f"{runtime.name} is not installed"
+    if precision not in runtime.precisions(device):
+        return not_available(device), f"{runtime.name} does not offer {precision} on this {device}"
+    if (reason := runtime.not_applicable(module, precision)) is not None:
+        return NOT_APPLICABLE, reason
+    if precision == "int8" and not trained:
+        return NOT_JUDGED, ("int8 is judged on trained weights only; these are in memory (random-init or unsaved), "
+                            "where its error says nothing about real models")
+    return None
+
+
 def _judge(
     runtime: Runtime, precision: str, artifacts: Artifacts, *, device: str, threads: int | None, trained: bool,
     inputs: list[tuple[np.ndarray, str]], references: list[np.ndarray],
@@ -141,16 +164,9 @@ def _judge(
     from ..pipeline import Translator
 
     entry: dict[str, Any] = {"runtime": runtime.name, "precision": precision}
-    if not runtime.available():
-        return dict(entry, verdict=not_available(device), reason=f"{runtime.name} is not installed"), None
-    if precision not in runtime.precisions(device):
-        return dict(entry, verdict=not_available(device),
-                    reason=f"{runtime.name} does not offer {precision} on this {device}"), None
-    if (reason := runtime.not_applicable(artifacts.module, precision)) is not None:
-        return dict(entry, verdict=NOT_APPLICABLE, reason=reason), None
-    if precision == "int8" and not trained:
-        return dict(entry, verdict=NOT_JUDGED, reason="int8 is judged on trained weights only; these are in "
-                    "memory (random-init or unsaved), where its error says nothing about real models"), None
+    if (skipped := _not_built(runtime, precision, artifacts.module, device=device, trained=trained)) is not None:
+        verdict, reason = skipped
+        return dict(entry, verdict=verdict, reason=reason), None
     try:
         backend = runtime.make(artifacts, precision=precision, device=device, threads=threads)
     except (OnnxExportError, BackendUnavailableError) as exc:
@@ -212,14 +228,9 @@ def _export_first(artifacts: Artifacts, names: Sequence[str], precisions: Sequen
     holds several copies of it, and finalists alive meanwhile would add to that peak. Failures are remembered in
     the artifacts and become the candidates' verdicts later."""
     wanted: dict[str, None] = {}
-    for name in names:
-        runtime = RUNTIMES[name]
-        if not runtime.available():
-            continue
-        for precision in runtime.precisions(device):
-            if (precisions is None or precision in precisions) and (precision != "int8" or trained) and \
-                    runtime.not_applicable(artifacts.module, precision) is None:
-                wanted.update(dict.fromkeys(runtime.graphs(precision)))
+    for runtime, precision in _candidates(names, precisions):
+        if _not_built(runtime, precision, artifacts.module, device=device, trained=trained) is None:
+            wanted.update(dict.fromkeys(runtime.graphs(precision)))
     for graph in wanted:
         try:
             artifacts.export(graph)
@@ -296,34 +307,29 @@ def run_tournament(
     contenders: dict[str, Backend] = {}
     first_round: dict[str, float] = {}
     x_bench = bench_input(spec)
-    for name in names:
-        runtime = RUNTIMES[name]
-        for precision in runtime.offers:
-            if precisions is not None and precision not in precisions:
-                continue
-            label = _label(name, precision)
-            yield_to_requests()
-            entries[label], backend = _judge(runtime, precision, artifacts, device=device, threads=threads,
-                                             trained=trained, inputs=inputs,
-                                             references=references)
-            if backend is not None:
-                contenders[label] = backend
-                first_round[label] = time_backends({label: backend}, x_bench, repeats=1)[label]
-                if len(contenders) > FINALISTS:  # bounded memory: every live candidate holds its graph and arena
-                    slowest = max(contenders, key=first_round.__getitem__)
-                    del contenders[slowest]
-                    fastest = min(contenders, key=first_round.__getitem__)
-                    entries[slowest].update(
-                        ms=round(first_round[slowest] * 1000, 2), verdict=TOO_SLOW,
-                        reason=f"{first_round[slowest] / first_round[fastest]:.2f}x the time of {fastest} in a first "
-                               f"timed run; not among the {FINALISTS} timed again")
+    for runtime, precision in _candidates(names, precisions):
+        label = _label(runtime.name, precision)
+        yield_to_requests()  # requests come first
+        entries[label], backend = _judge(runtime, precision, artifacts, device=device, threads=threads,
+                                         trained=trained, inputs=inputs, references=references)
+        if backend is not None:
+            contenders[label] = backend
+            first_round[label] = time_backends({label: backend}, x_bench, repeats=1)[label]
+            if len(contenders) > FINALISTS:  # bounded memory: every live candidate holds its graph and arena
+                slowest = max(contenders, key=first_round.__getitem__)
+                del contenders[slowest]
+                fastest = min(contenders, key=first_round.__getitem__)
+                entries[slowest].update(
+                    ms=round(first_round[slowest] * 1000, 2), verdict=TOO_SLOW,
+                    reason=f"{first_round[slowest] / first_round[fastest]:.2f}x the time of {fastest} in a first "
+                           f"timed run; not among the {FINALISTS} timed again")
     record: dict[str, Any] = {
         "format": FORMAT,
         "key": key,
         "weights": ox.weights_record(source, module),
         "images": [label for _, label in inputs],
         "min_psnr_db": MIN_PSNR_DB,
-        "bench_input": list(bench_input(spec).shape),
+        "bench_input": list(x_bench.shape),
     }
     chosen = None
     if contenders:
