@@ -10,7 +10,8 @@ import contextlib
 import dataclasses
 import os
 import socket
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,22 @@ def skip_without_shared_data() -> Path:
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+def run_in_threads(work: Callable[[int], None], count: int) -> None:
+    """Call `work(0) ... work(count - 1)` in `count` threads at once; re-raise the first exception one raised."""
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import shutil
 import sys
-import threading
 
 import numpy as np
 import onnx
@@ -42,6 +41,7 @@ from .conftest import (
     TINY_KWARGS,
     make_tiny_model,
     rgb_image,
+    run_in_threads,
     skip_without_shared_data,
     tiny_spec_fields,
 )
@@ -143,21 +143,12 @@ def test_concurrent_requests_match_single_thread(exported, tiny_specs):
     images = [rgb_image(24 + 5 * i, 20 + i, seed=i) for i in range(8)]
     expected = [np.asarray(translator(img, tile=16)) for img in images]
     results: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
 
     def work(i: int) -> None:
-        try:
-            for _ in range(3):
-                results[i] = np.asarray(translator(images[i], tile=16))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for _ in range(3):
+            results[i] = np.asarray(translator(images[i], tile=16))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_in_threads(work, len(images))
     for i, want in enumerate(expected):
         np.testing.assert_array_equal(results[i], want)
 

@@ -17,6 +17,8 @@ from gan_models import BackendUnavailableError, TorchBackend
 from gan_models.runtimes import cpu, torch_bf16
 from gan_models.runtimes.torch_bf16 import TorchBf16Backend
 
+from .conftest import run_in_threads
+
 needs_bf16 = pytest.mark.skipif(not cpu.has_bf16(), reason="this CPU has no native bf16 (AVX512_BF16/AMX-BF16)")
 AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma"})
 # bf16 keeps 8 bits of mantissa: on these tiny seeded nets it measured 51-52 dB (style) and 61-74 dB (upscale) vs
@@ -121,23 +123,14 @@ def test_openvino_is_safe_under_concurrent_calls(openvino_backend, files, tiny_s
     inputs = [model_input(spec, (1, 3, 32 + 4 * (i % 3), 40), seed=i) for i in range(12)]
     expected = [backend(x) for x in inputs]
     results: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
     start = threading.Barrier(4)
 
     def work(worker: int) -> None:
-        try:
-            start.wait()
-            for i in range(worker, len(inputs), 4):  # shapes differ between threads at the same moment
-                results[i] = backend(inputs[i])
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
+        start.wait()
+        for i in range(worker, len(inputs), 4):  # shapes differ between threads at the same moment
+            results[i] = backend(inputs[i])
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_in_threads(work, 4)
     for i, want in enumerate(expected):
         np.testing.assert_allclose(results[i], want, rtol=0, atol=1e-5)
     assert len(backend._idle) <= 4  # requests are reused, not made per call

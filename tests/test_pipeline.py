@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-import threading
 import tracemalloc
 
 import numpy as np
@@ -16,7 +15,7 @@ from gan_models import GanModelsError, Translator, translator_for
 from gan_models.runtimes import BackendOutOfMemory, TorchBackend
 from gan_models.weights import load_model
 
-from .conftest import REPO, rgb_image
+from .conftest import REPO, rgb_image, run_in_threads
 
 
 def _translator(spec) -> Translator:
@@ -109,11 +108,7 @@ def test_concurrent_calls_match_single_thread(tiny_specs):
     def work(i):
         results[i] = np.asarray(translator(images[i], tile=16))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, len(images))
     for i, want in enumerate(expected):
         np.testing.assert_array_equal(results[i], want)
 
