@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -45,6 +47,7 @@ from gan_models import (
     UnknownModelError,
     WeightsError,
     WeightsUnavailableError,
+    budget,
     build_translator,
     default_backend,
     deploy,
@@ -63,7 +66,7 @@ from gan_models.runtimes import (
     serving,
     tune_malloc,
 )
-from gan_models.settings import hub_cache_dir, hub_offline, user_cache_dir
+from gan_models.settings import hub_offline
 
 logger = logging.getLogger("gan_studio")
 
@@ -86,6 +89,9 @@ CUSTOM_CHOICE = "custom"  # the model pickers' "Custom model…" entry; never a 
 CUSTOM_LABEL = "Custom model…"
 FAILURES_KEPT = 64  # remembered load failures (small) beside the max_models loaded translators
 CUSTOM_ROWS_KEPT = 32  # custom ids listed at /models, most recent last
+SESSIONS_KEPT = 4096  # visitors' sessions whose custom ids are remembered for their /models (least recent dropped)
+# An absolute path inside a message (an upload's temporary folder, a cache): shown by its last part only.
+_SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s'\"`<>|:;,()\[\]{}]+/)+([^\s'\"`<>|:;,()\[\]{}/]+)")
 
 
 @dataclass
@@ -274,7 +280,10 @@ class TranslatorCache:
             return entry.translator
 
     def _build(self, loaded: LoadedModel) -> Translator:
-        return build_translator(loaded, backend=self.settings.backend, device=self.settings.device,
+        budget.profile(loaded.module, loaded.spec)  # sized once, on the meta device; too many layers: refused
+        custom = loaded.spec.id not in self.specs
+        backend = "torch" if custom and not self.settings.prepare_custom else self.settings.backend
+        return build_translator(loaded, backend=backend, device=self.settings.device,
                                 tile_budget_mb=self.settings.tile_budget_mb)
 
     def status(self, spec: ModelSpec) -> tuple[bool, str]:
@@ -425,29 +434,59 @@ def _progress_callback(progress: gr.Progress) -> Callable[[int, int], None]:
     return report
 
 
+def redact(text: str) -> str:
+    """`text` with every absolute server path shortened to its last part: what a client may be shown."""
+    return _SERVER_PATH.sub(lambda m: m.group(1), text)
+
+
 @contextmanager
 def _user_errors(model_id: str | None = None) -> Iterator[None]:
-    """Library errors become gr.Error with a plain message; the server keeps serving."""
+    """Every error a request raises reaches the client as one gr.Error line naming no server path (never Gradio's
+    generic message); unexpected ones are logged with their traceback. The server keeps serving."""
     try:
         yield
-    except gr.Error:
-        raise
-    except ImageTooLargeError as exc:
-        raise gr.Error(f"The image is too large: {exc}") from exc
-    except InvalidImageError as exc:
-        raise gr.Error(f"This is not a readable image: {exc}") from exc
-    except UnsupportedModelError as exc:  # a custom model we will not load: the message says why and what to do
-        raise gr.Error(str(exc)) from exc
-    except WeightsError as exc:
-        raise gr.Error(f"Model {model_id} is unavailable (its weights file cannot be used); pick another model. "
-                       f"Details: {exc}") from exc
-    except WeightsUnavailableError as exc:
-        raise gr.Error(f"Model {model_id} is unavailable (its weights cannot be downloaded and no bundled fallback "
-                       f"loaded); pick another model. Details: {exc}") from exc
-    except GanModelsError as exc:
-        raise gr.Error(str(exc)) from exc
-    except MemoryError as exc:
-        raise gr.Error("Out of memory: try a smaller image, a smaller tile size or a lower output size") from exc
+    except Exception as exc:  # noqa: BLE001 - each kind gets its sentence below
+        message = _user_message(exc, model_id)
+        if message is None:
+            logger.exception("request failed")
+            message = f"The request failed ({type(exc).__name__}: {first_line(exc)})"
+        raise gr.Error(redact(message)) from exc
+
+
+def _one_line(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` with every error it raises turned into one gr.Error line (see `_user_errors`)."""
+
+    @functools.wraps(handler)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _user_errors():
+            return handler(*args, **kwargs)
+
+    return wrapped
+
+
+def _user_message(exc: Exception, model_id: str | None) -> str | None:
+    """The sentence for a client about `exc`; None for an error no rule covers (a bug: logged)."""
+    if isinstance(exc, gr.Error):
+        return exc.message
+    if isinstance(exc, ImageTooLargeError):
+        return f"The image is too large: {exc}"
+    if isinstance(exc, InvalidImageError):
+        return f"This is not a readable image: {exc}"
+    if isinstance(exc, UnsupportedModelError):  # a custom model we will not load: the message says why and what to do
+        return str(exc)
+    if isinstance(exc, WeightsError):
+        return (f"Model {model_id} is unavailable (its weights file cannot be used); pick another model. "
+                f"Details: {exc}")
+    if isinstance(exc, WeightsUnavailableError):
+        return (f"Model {model_id} is unavailable (its weights cannot be downloaded and no bundled fallback "
+                f"loaded); pick another model. Details: {exc}")
+    if isinstance(exc, GanModelsError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "The input is nested too deeply to be read"
+    if isinstance(exc, MemoryError):
+        return "Out of memory: try a smaller image, a smaller tile size or a lower output size"
+    return None
 
 
 class Studio:
@@ -461,6 +500,8 @@ class Studio:
     def __init__(self, *, specs: Mapping[str, ModelSpec], config: Settings) -> None:
         self.config = config
         self.cache = TranslatorCache(specs, settings=config)
+        self._sessions: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()  # custom ids by visitor session
+        self._sessions_lock = threading.Lock()
         self._out_dir: Path | None = None
         self._out_lock = threading.Lock()
 
@@ -500,19 +541,29 @@ class Studio:
         return thread
 
     @contextmanager
-    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
-               ) -> Iterator[Translator]:
+    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None,
+               request: gr.Request | None = None) -> Iterator[Translator]:
         """The translator `model` names, held loaded for the block: an offered id, a Hub id, or (model "custom")
         the uploaded `weights_file` (the file drop's file_types refuse other suffixes). Visitors' text never
-        reaches this machine's files; uploads are local."""
+        reaches this machine's files; uploads are local. A custom id is listed in this visitor's /models only
+        (`request`'s session); an upload that cannot be used is deleted at once."""
+        if model is not None and not isinstance(model, str):
+            raise gr.Error(f"model must be a model id (text), not {type(model).__name__}")
         if model == CUSTOM_CHOICE:
             if not self.config.custom_models:
                 self.cache.spec(CUSTOM_CHOICE)  # raises the switched-off message
-            if not weights_file:
+            if not weights_file or not isinstance(weights_file, str):
                 raise gr.Error("Custom model: type a Hub id (owner/name[/file.pth][@revision][#network]) or drop a "
                                "weights file")
-            spec = self.cache.spec(str(weights_file), allow_local=True)
+            self._remember(request, weights_file)
+            try:
+                spec = self.cache.spec(weights_file, allow_local=True)
+            except GanModelsError:
+                Path(weights_file).unlink(missing_ok=True)  # nobody may fetch a refused upload afterwards
+                raise
         else:
+            if model and model not in self.specs:
+                self._remember(request, model)
             spec = self.cache.spec(model or "")
         if spec.task != task:
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
@@ -521,6 +572,32 @@ class Studio:
         progress(0, desc=f"Loading {spec.title}")
         with self.cache.use(spec) as translator, serving():  # background preparation pauses meanwhile
             yield translator
+
+    def _remember(self, request: gr.Request | None, model_id: str) -> None:
+        """Note that this visitor's session tried custom `model_id` (its /models lists it; no one else's does)."""
+        session = _session(request)
+        with self._sessions_lock:
+            ids = self._sessions.setdefault(session, OrderedDict())
+            self._sessions.move_to_end(session)
+            ids[model_id] = None
+            ids.move_to_end(model_id)
+            while len(ids) > CUSTOM_ROWS_KEPT:
+                ids.popitem(last=False)
+            while len(self._sessions) > SESSIONS_KEPT:
+                self._sessions.popitem(last=False)
+
+    def _visible(self, request: gr.Request | None) -> set[str]:
+        with self._sessions_lock:
+            return set(self._sessions.get(_session(request), ()))
+
+    def _plan(self, translator: Translator, backend: Backend, img: Image.Image, tile: Any,
+              outscale: float | None = None) -> Any:
+        """The tile this request runs with so that it stays within the per-request memory budget (or a refusal:
+        budget.OverBudgetError, before any work)."""
+        w, h = img.size
+        return budget.check_request(translator.spec, h, w, tile=tile, outscale=outscale,
+                                    budget_mb=self.config.request_memory_mb,
+                                    module=getattr(backend, "model", None)).tile
 
     def _info(self, requested: str, translator: Translator, backend: Backend, seconds: float,
               result: Image.Image) -> str:
@@ -542,7 +619,7 @@ class Studio:
         notes = imaging.image_notes(result)
         if notes:  # what happened to the input on the way: first frame of an animation, CMYK converted, ...
             line += "\n\nℹ️ " + "; ".join(notes)
-        return line
+        return redact(line)
 
     def _write_png(self, img: Image.Image, stem: str) -> str:
         """Save `img` as a uniquely named PNG (atomically) and return its path.
@@ -565,9 +642,10 @@ class Studio:
 
     # --- handlers (their names and docstrings are the API and MCP descriptions) -----------------------------------
 
+    @_one_line
     def style_transfer(
         self, image: str | None, style: str, output_size: str = "original", weights_file: str | None = None,
-        progress: gr.Progress = gr.Progress(),
+        progress: gr.Progress = gr.Progress(), request: gr.Request = None,  # type: ignore[assignment]
     ) -> tuple[str, str]:
         """Repaint a photo in another style with a CycleGAN generator.
 
@@ -584,7 +662,7 @@ class Studio:
         if image is None:
             raise gr.Error("Upload a photo first")
         named = _named(style, weights_file)
-        with _user_errors(named), self._model(style, "style", progress, weights_file) as translator:
+        with _user_errors(named), self._model(style, "style", progress, weights_file, request) as translator:
             start = time.perf_counter()
             img = imaging.load_image(image, max_pixels=self.config.max_input_pixels)
             if output_size in (None, "", "original"):
@@ -594,14 +672,16 @@ class Studio:
             else:
                 raise gr.Error(f"output_size must be original, 512 or 256, not {output_size!r}")
             backend = translator.backend  # the path this request runs, whatever a background switch does meanwhile
-            result = translator(img, progress=_progress_callback(progress), backend=backend)
+            tile = self._plan(translator, backend, img, "auto")
+            result = translator(img, tile=tile, progress=_progress_callback(progress), backend=backend)
             seconds = time.perf_counter() - start
         preview = self._write_png(for_display(result), f"{Path(str(image)).stem}_{file_safe_name(translator.spec.id)}")
         return preview, self._info(style, translator, backend, seconds, result)
 
+    @_one_line
     def sketch_to_photo(
         self, sketch: dict | None, model: str, fit_to_model: bool = True, weights_file: str | None = None,
-        progress: gr.Progress = gr.Progress(),
+        progress: gr.Progress = gr.Progress(), request: gr.Request = None,  # type: ignore[assignment]
     ) -> tuple[str, str]:
         """Turn a sketch (black strokes on white) or an edge map into a photo with a Pix2Pix generator.
 
@@ -629,17 +709,19 @@ class Studio:
             gray = np.asarray(img.convert("L"))
             if int(gray.max()) - int(gray.min()) < 8:  # a blank (uniform) canvas or upload
                 raise gr.Error(EMPTY_CANVAS_MESSAGE)
-            with self._model(model, "sketch2photo", progress, weights_file) as translator:
+            with self._model(model, "sketch2photo", progress, weights_file, request) as translator:
                 start = time.perf_counter()
                 size = translator.spec.input_size
                 if fit_to_model and size:
                     img = _resize_short_side(img.convert("RGB"), size)
                 backend = translator.backend
-                result = translator(img, progress=_progress_callback(progress), backend=backend)
+                tile = self._plan(translator, backend, img, "auto")
+                result = translator(img, tile=tile, progress=_progress_callback(progress), backend=backend)
                 seconds = time.perf_counter() - start
         preview = self._write_png(for_display(result), f"sketch_{file_safe_name(translator.spec.id)}")
         return preview, self._info(model, translator, backend, seconds, result)
 
+    @_one_line
     def edges_from_photo(self, photo: str | None, model: str) -> dict:
         """The edge map the sketch models were trained on, from a photo, placed on the canvas."""
         if photo is None:
@@ -650,6 +732,7 @@ class Studio:
                                              size=size)
         return {"background": edges, "layers": [], "composite": None}
 
+    @_one_line
     def upscale(
         self,
         image: str | None,
@@ -658,6 +741,7 @@ class Studio:
         tile: str = "auto",
         weights_file: str | None = None,
         progress: gr.Progress = gr.Progress(),
+        request: gr.Request = None,  # type: ignore[assignment]
     ) -> tuple[tuple[str, str], str, str]:
         """Upscale an image with an SRGAN-family generator; alpha, grayscale, 16-bit, ICC and EXIF are kept.
 
@@ -682,10 +766,11 @@ class Studio:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
         tile_arg = _parse_tile(tile)
         named = _named(model, weights_file)
-        with _user_errors(named), self._model(model, "upscale", progress, weights_file) as translator:
+        with _user_errors(named), self._model(model, "upscale", progress, weights_file, request) as translator:
             start = time.perf_counter()
             source = imaging.load_image(image, max_pixels=self.config.max_upscale_pixels)
             backend = translator.backend
+            tile_arg = self._plan(translator, backend, source, tile_arg, scale)
             result = translator(source, tile=tile_arg, outscale=scale, progress=_progress_callback(progress),
                                 max_pixels=self.config.max_upscale_pixels, backend=backend)
             seconds = time.perf_counter() - start
@@ -695,9 +780,10 @@ class Studio:
         previews = (self._write_png(before, "before"), self._write_png(after, "after"))
         return previews, path, self._info(model, translator, backend, seconds, result)
 
-    def models(self) -> list[dict[str, Any]]:
-        """Every model the app offers, then the custom models tried lately: id, title, task, custom, family,
-        arch, bundled, available, status, hub repo, licence.
+    @_one_line
+    def models(self, request: gr.Request = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
+        """Every model the app offers, then the custom models this visitor tried lately: id, title, task, custom,
+        family, arch, bundled, available, status, hub repo, licence.
 
         Returns:
             A JSON list; "available" is false for models whose weights failed to load (the reason is in "status").
@@ -705,12 +791,15 @@ class Studio:
             "available": false and the reason.
         """
         rows = [_model_row(spec, *self.cache.status(spec), custom=False) for spec in self.specs.values()]
+        visible = self._visible(request)
         for model_id, spec in self.cache.custom_specs():
+            if model_id not in visible:
+                continue
             if isinstance(spec, ModelSpec):
                 rows.append(_model_row(spec, *self.cache.status(spec), custom=True))
             else:
                 rows.append({"id": _shown(model_id), "custom": True, "available": False,
-                             "status": f"unavailable: {first_line(spec)}"})
+                             "status": redact(f"unavailable: {first_line(spec)}")})
         return rows
 
     def runtime(self) -> str:
@@ -723,14 +812,13 @@ class Studio:
                            for s in self.specs.values()})
         hub = ("offline (HF_HUB_OFFLINE=1): bundled models only" if hub_offline()
                else "online: Hub models download on first use")
-        caches = f"Hub `{hub_cache_dir()}` · ONNX `{self.config.onnx_cache or user_cache_dir() / 'onnx'}`"
         custom = (f"on (Hub ids and uploads up to {upload_weights_mb(self.config)} MB; downloads up to "
                   f"{self.config.max_weights_mb} MB)" if self.config.custom_models
                   else f"off ({custom_switch}=0)")
         return (f"**Backend:** {self.config.backend} → {', '.join(backends)} · **Device:** {self.config.device} → "
                 f"{device} · **Hub:** {hub} · **Model runs at once:** {self.config.concurrency} · "
                 f"**Models kept loaded:** {self.config.max_models} · **Custom models:** {custom} · "
-                f"**Caches:** {caches}")
+                f"**Memory per request:** {self.config.request_memory_mb:,} MB")
 
 
 def _model_row(spec: ModelSpec, available: bool, status: str, *, custom: bool) -> dict[str, Any]:
@@ -744,7 +832,7 @@ def _model_row(spec: ModelSpec, available: bool, status: str, *, custom: bool) -
         "arch": spec.arch,
         "bundled": spec.is_bundled,
         "available": available,
-        "status": status,
+        "status": redact(status),
         "hub_repo": spec.repo_id,
         "hub_file": spec.filename,
         "revision": spec.revision,
@@ -753,6 +841,11 @@ def _model_row(spec: ModelSpec, available: bool, status: str, *, custom: bool) -
         "input_size": spec.input_size,
         "licence": spec.licence,
     }
+
+
+def _session(request: gr.Request | None) -> str:
+    """The visitor's Gradio session (one per browser tab or API client); "" for direct calls (tests, scripts)."""
+    return str(getattr(request, "session_hash", None) or "")
 
 
 def _named(model: str | None, weights_file: str | None) -> str | None:

@@ -32,8 +32,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from . import limits
 from .detect import Detection, find_generators
 from .errors import GanModelsError, UnknownModelError, UnsupportedModelError, WeightsUnavailableError, first_line
+from .files import sha256_file
 from .settings import hub_cache_dir, hub_endpoint, hub_offline, hub_token
 from .specs import SPECS, TASKS, HubFile, ModelSpec, spec_from_config
 from .weights import read_state_dict
@@ -43,6 +45,7 @@ OPTIONS = ("range", "task", "tile", "multiple", "scale")
 CACHE_SIZE = 32
 SWITCH = "GAN_STUDIO_CUSTOM_MODELS"
 _HUB_TIMEOUT_S = 10.0
+DETECT_TIME_BUDGET_S = 30.0  # detection of one file (every prefix of a multi-network file included)
 _NAME = r"[A-Za-z0-9][\w.-]{0,95}"
 _HUB_ID = re.compile(rf"^(?:(?P<kind>spaces|models)/)?(?P<repo>{_NAME}/{_NAME})(?:/(?P<file>[^@]+?))?"
                      r"(?:@(?P<rev>[\w.-]+))?$")
@@ -104,6 +107,8 @@ def parse_model_ref(text: str, *, allow_local: bool = True) -> ModelRef:
         if key not in OPTIONS or not sep:
             raise UnknownModelError(f"{text!r}: unknown option {item!r}; valid: "
                                     + ", ".join(f"{o}=..." for o in OPTIONS))
+        if key in options:
+            raise UnknownModelError(f"{text!r}: option {key} is given twice; give it once")
         options[key] = value
     common = {"text": text, "network": network or None, "options": options}
     path = Path(base).expanduser()
@@ -121,8 +126,8 @@ def parse_model_ref(text: str, *, allow_local: bool = True) -> ModelRef:
     if filename is not None and not filename.endswith(WEIGHTS_SUFFIXES):
         raise UnknownModelError(f"{text!r}: {filename!r} is not a weights file; expected one of "
                                 f"{', '.join(WEIGHTS_SUFFIXES)}")
-    if filename is not None and {".", ".."} & set(filename.split("/")):
-        raise UnknownModelError(f"{text!r}: '.' and '..' are not allowed in a Hub file path")
+    if filename is not None and {"", ".", ".."} & set(filename.split("/")):
+        raise UnknownModelError(f"{text!r}: '.' and '..' are not allowed in a Hub file path, nor empty parts")
     return ModelRef(repo_id=match["repo"], repo_type="space" if match["kind"] == "spaces" else "model",
                     filename=filename, revision=match["rev"], **common)
 
@@ -145,7 +150,10 @@ class _Found:
 
 def _check_size(size: int | None, max_weights_mb: int, where: str, *, before_download: bool = False) -> None:
     if size is not None and size > max_weights_mb * 1024 * 1024:
-        raise UnsupportedModelError(f"{where}: {size / 1024 / 1024:.0f} MB is over this server's limit of "
+        shown = f"{size / 2**20:.0f} MB"
+        if shown == f"{max_weights_mb} MB":  # just over: "5 MB is over the limit of 5 MB" says nothing
+            shown = f"{size:,} bytes ({size / 2**20:.2f} MB)"
+        raise UnsupportedModelError(f"{where}: {shown} is over this server's limit of "
                                     f"{max_weights_mb} MB (GAN_STUDIO_MAX_WEIGHTS_MB)"
                                     + ("; nothing was downloaded" if before_download else ""))
 
@@ -167,7 +175,20 @@ def _pick_weights_file(names: list[str], where: str) -> str:
 
 
 def _detect_file(path: Path, where: str) -> Mapping[str, Detection]:
-    return find_generators(read_state_dict(path), source=where)
+    """The generators in a file, after its header passed `limits`; a refusal is remembered by the file's sha256."""
+    digest = sha256_file(path)
+    limits.REFUSALS.check(digest, where)
+    try:
+        limits.check_file(path, where)
+        state = read_state_dict(path)
+        limits.check_state(state, where)
+        generators = find_generators(state, source=where, time_budget_s=DETECT_TIME_BUDGET_S)
+        for detection in generators.values():
+            limits.check_scale(detection.scale, where)
+    except GanModelsError as exc:
+        limits.REFUSALS.remember(digest, where, exc)
+        raise
+    return generators
 
 
 def _find_local(ref: ModelRef, max_weights_mb: int) -> _Found:
@@ -312,22 +333,16 @@ def _require_enabled(enabled: bool) -> None:
 def _apply_options(fields: dict[str, Any], options: Mapping[str, str], text: str) -> dict[str, Any]:
     try:
         if "range" in options:
-            low, high = (float(v) for v in options["range"].split(","))
-            if not low < high:
-                raise ValueError("range needs low < high")
-            fields["value_range"] = (low, high)
+            fields["value_range"] = limits.option_value("range", options["range"])
         if "task" in options:
             if options["task"] not in TASKS:
                 raise ValueError(f"task must be one of {', '.join(TASKS)}")
             fields["task"] = options["task"]
         for name, field_name in (("multiple", "size_multiple"), ("scale", "scale")):
             if name in options:
-                value = int(options[name])
-                if value < 1:
-                    raise ValueError(f"{name} must be >= 1")
-                fields[field_name] = value
+                fields[field_name] = limits.option_value(name, options[name])
         if "tile" in options:
-            fields["tile"] = None if options["tile"].lower() == "none" else int(options["tile"])
+            fields["tile"] = limits.option_value("tile", options["tile"])
         tile, multiple = fields.get("tile"), fields.get("size_multiple", 1)
         if tile is not None and tile % multiple:  # round up so a size_multiple override does not break the tile
             fields["tile"] = -(-tile // multiple) * multiple

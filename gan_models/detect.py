@@ -21,6 +21,7 @@ Families (ARCHS name: publisher layout):
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -295,14 +296,20 @@ def detect_network(state: Mapping[str, Any], *, key_prefix: str | None = None, s
     return detection
 
 
-def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint") -> dict[str, Detection]:
+def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint", time_budget_s: float | None = None
+                    ) -> dict[str, Detection]:
     """Every generator in `state` by name: {"": detection} for a file that is one network, else one entry per
     top-level prefix that holds a generator (CycleGAN training files: "G_A", "G_B"; "netG_A", ...).
     Discriminators and other parts are left out.
 
+    Parameters:
+        time_budget_s: give up (UnsupportedModelError) when trying the prefixes one by one takes longer than this.
+
     Raises:
-        UnsupportedModelError: neither the whole file nor any prefix is a network we know; one line.
+        UnsupportedModelError: neither the whole file nor any prefix is a network we know, or the time budget ran
+            out; one line.
     """
+    deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
     try:
         return {"": detect_network(state, source=source)}
     except UnsupportedModelError as whole:
@@ -310,6 +317,9 @@ def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint") -> 
         groups = sorted({k.split(".", 1)[0] for k in sd if "." in k})
         found: dict[str, Detection] = {}
         for name in groups:
+            if deadline is not None and time.monotonic() > deadline:
+                raise UnsupportedModelError(f"{source}: detection took over {time_budget_s:g} s ({len(groups)} "
+                                            "top-level prefixes to try); refused") from None
             try:
                 found[name] = detect_network(sd, key_prefix=f"{name}.", source=source)
             except UnsupportedModelError:

@@ -88,6 +88,14 @@ class Settings:
         max_models: loaded models kept in memory at once, least recently used dropped first
             (GAN_STUDIO_MAX_MODELS).
         custom_models: whether users may load models by Hub id, path or upload (GAN_STUDIO_CUSTOM_MODELS).
+        request_memory_mb: estimated peak memory one request may use (GAN_STUDIO_REQUEST_MEMORY_MB): larger runs
+            get a smaller tile or are refused before work starts (`gan_models.budget`). The default lets a 4 MP
+            input through at x4 and fits a 16 GB CPU Space with `concurrency` requests and a background
+            preparation at once.
+        prepare_custom: prepare visitors' custom models in the background (ONNX export, calibration, timing) like
+            the offered ones (GAN_STUDIO_PREPARE_CUSTOM); off: they run on torch.
+        onnx_cache_mb: size cap of the ONNX cache; least recently used folders are pruned past it
+            (GAN_STUDIO_ONNX_CACHE_MB).
     """
 
     backend: str = "auto"
@@ -107,6 +115,9 @@ class Settings:
     max_weights_mb: int = 500
     max_models: int = 6
     custom_models: bool = True
+    request_memory_mb: int = 4096
+    prepare_custom: bool = True
+    onnx_cache_mb: int = 2048
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +157,9 @@ class Settings:
             max_weights_mb=get("max_weights_mb", int),
             max_models=max(1, get("max_models", int)),
             custom_models=get("custom_models", _flag),
+            request_memory_mb=get("request_memory_mb", int),
+            prepare_custom=get("prepare_custom", _flag),
+            onnx_cache_mb=get("onnx_cache_mb", int),
         )
 
     def replace(self, **changes: Any) -> Settings:
