@@ -60,6 +60,7 @@ from gan_models.custom import WEIGHTS_SUFFIXES, file_safe_name, resolve_custom
 from gan_models.errors import UnsupportedModelError, first_line
 from gan_models.runtimes import (
     Backend,
+    default_preparer,
     prepare_in_background,
     requested_backend,
     resolve_device,
@@ -364,6 +365,22 @@ class SketchInput(gr.Sketchpad):
 
     def get_block_name(self) -> str:
         return "imageeditor"
+
+    def preprocess(self, payload: Any) -> Any:
+        """One image is decoded, at most `max_pixels` of it: the composite, else the background (what
+        `Studio.sketch_to_photo` uses). Layers are never decoded (the composite already holds them): a value
+        listing one upload many times, or many large layers, costs nothing."""
+        if payload is None:
+            return None
+        value = payload
+        if payload.id is not None:
+            value = self.blob_storage.pop(payload.id, None)
+        if value is None:
+            return None
+        chosen = value.composite if value.composite is not None else value.background
+        image = self.convert_and_format_image(chosen, flatten_on_white=True)
+        return {"background": None if value.composite is not None else image, "layers": [], "composite":
+                image if value.composite is not None else None}
 
     def convert_and_format_image(self, file: FileData | bytes | None, flatten_on_white: bool = False) -> Any:
         if file is None:
@@ -924,6 +941,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
         warm: load each tab's default model in the background now (`python app.py` does; building stays instant).
     """
     config = config or Settings.from_env()
+    default_preparer().max_cache_mb = config.onnx_cache_mb
     studio = Studio(specs=SPECS if specs is None else specs, config=config)
     if warm:
         studio.warm_defaults()

@@ -317,9 +317,10 @@ def _find(ref: ModelRef, max_weights_mb: int) -> _Found:
 
 
 def clear_cache() -> None:
-    """Forget every resolved custom model (tests; an operator after deleting files)."""
+    """Forget every resolved custom model and every remembered refusal (tests; an operator after deleting files)."""
     with _cache_lock:
         _cache.clear()
+    limits.REFUSALS.clear()
 
 
 # --- public API ----------------------------------------------------------------------------------------------------
