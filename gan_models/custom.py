@@ -45,6 +45,7 @@ OPTIONS = ("range", "task", "tile", "multiple", "scale")
 CACHE_SIZE = 32
 SWITCH = "GAN_STUDIO_CUSTOM_MODELS"
 _HUB_TIMEOUT_S = 10.0
+_OPTIONS_EXAMPLE = "e.g. ?range=0,1&task=style&tile=none"
 DETECT_TIME_BUDGET_S = 30.0  # detection of one file (every prefix of a multi-network file included)
 _NAME = r"[A-Za-z0-9][\w.-]{0,95}"
 _HUB_ID = re.compile(rf"^(?:(?P<kind>spaces|models)/)?(?P<repo>{_NAME}/{_NAME})(?:/(?P<file>[^@]+?))?"
@@ -109,6 +110,10 @@ def parse_model_ref(text: str, *, allow_local: bool = True) -> ModelRef:
                                     + ", ".join(f"{o}=..." for o in OPTIONS))
         if key in options:
             raise UnknownModelError(f"{text!r}: option {key} is given twice; give it once")
+        try:
+            limits.option_value(key, value)  # bounds checked before anything is downloaded
+        except ValueError as exc:
+            raise UnknownModelError(f"{text!r}: bad option value ({exc}); {_OPTIONS_EXAMPLE}") from None
         options[key] = value
     common = {"text": text, "network": network or None, "options": options}
     path = Path(base).expanduser()
@@ -348,8 +353,7 @@ def _apply_options(fields: dict[str, Any], options: Mapping[str, str], text: str
         if tile is not None and tile % multiple:  # round up so a size_multiple override does not break the tile
             fields["tile"] = -(-tile // multiple) * multiple
     except ValueError as exc:
-        raise UnknownModelError(f"{text!r}: bad option value ({exc}); e.g. ?range=0,1&task=style&tile=none"
-                                ) from None
+        raise UnknownModelError(f"{text!r}: bad option value ({exc}); {_OPTIONS_EXAMPLE}") from None
     return fields
 
 
