@@ -14,6 +14,7 @@ prints estimate vs measurement) and include a margin for the allocator and the c
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import weakref
@@ -25,6 +26,8 @@ from typing import Any, Literal
 from .errors import GanModelsError, UnsupportedModelError
 from .limits import MAX_LAYERS
 from .specs import ModelSpec
+
+logger = logging.getLogger(__name__)
 
 # Measured RSS / counted peak on this CPU (oneDNN convolution workspaces, allocator slack), rounded up.
 ACTIVATION_FACTOR = 1.75
@@ -40,6 +43,7 @@ PREPARE_WEIGHT_COPIES = 8
 PREPARE_ACTIVATION_COPIES = 4
 MIN_TILE = 64
 _PROBE_SIDE = 64
+FALLBACK_MAPS = 8  # feature maps assumed alive at once for a network the meta device cannot run
 _PROFILES_KEPT = 256
 
 
@@ -135,7 +139,6 @@ def profile(module: Any, spec: ModelSpec) -> Profile:
 
     Raises:
         UnsupportedModelError: more leaf layers than limits.MAX_LAYERS.
-        GanModelsError: the network cannot run on the meta device at the probe size (the message says why).
     """
     known = known_profile(spec)
     if known is not None:
@@ -144,30 +147,45 @@ def profile(module: Any, spec: ModelSpec) -> Profile:
     if layers > MAX_LAYERS:
         raise UnsupportedModelError(f"{spec.title}: {layers} layers, over this server's limit of {MAX_LAYERS}")
     import torch
-    from torch.func import functional_call
 
-    weights = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    weight_bytes = sum(t.numel() * t.element_size() for t in weights.values())
-    meta = {k: torch.empty_like(v, device="meta") for k, v in weights.items()}
+    weights = [*module.parameters(), *module.buffers()]
+    weight_bytes = sum(t.numel() * t.element_size() for t in weights)
     side = probe_side(spec)
-    channels = _in_channels(module)
-    x = torch.empty((1, channels, side, side), device="meta")
-    counter = _LiveBytes()
     try:
-        with torch.no_grad(), counter:
-            y = functional_call(module, meta, (x,))
-            del y
-    except Exception as exc:  # noqa: BLE001 - a network that cannot run on meta tensors: say so, do not guess
-        raise GanModelsError(f"{spec.title}: cannot size its memory on the meta device "
-                             f"({type(exc).__name__})") from None
+        peak = _meta_peak(module, side)
+    except Exception as exc:  # noqa: BLE001 - an op without a meta kernel: a conservative count instead
+        widest = max((m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)), default=64)
+        peak = FALLBACK_MAPS * widest * 4 * side * side * max(1, spec.scale) ** 2
+        logger.warning("%s: cannot count its activations on the meta device (%s); assuming %d feature maps of "
+                       "%d channels at the output resolution", spec.title, type(exc).__name__, FALLBACK_MAPS, widest)
     result = Profile(weight_bytes=weight_bytes,
-                     activation_bytes_per_pixel=counter.peak * ACTIVATION_FACTOR / (side * side),
+                     activation_bytes_per_pixel=peak * ACTIVATION_FACTOR / (side * side),
                      probe_side=side, layers=layers)
     with _profiles_lock:
         _profiles[spec.id] = result
         while len(_profiles) > _PROFILES_KEPT:
             _profiles.popitem(last=False)
     return result
+
+
+def _meta_peak(module: Any, side: int) -> int:
+    """Peak bytes of live activations of `module` on a (1, C, side, side) input, counted on a meta copy of it (the
+    copy shares no tensor with the module, which may be serving requests meanwhile)."""
+    import copy
+
+    import torch
+
+    memo: dict[int, Any] = {}
+    for t in [*module.parameters(), *module.buffers()]:
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = torch.nn.Parameter(meta, requires_grad=False) if isinstance(t, torch.nn.Parameter) else meta
+    skeleton = copy.deepcopy(module, memo)
+    x = torch.empty((1, _in_channels(module), side, side), device="meta")
+    counter = _LiveBytes()
+    with torch.no_grad(), counter:
+        y = skeleton(x)
+        del y
+    return int(counter.peak)
 
 
 def _in_channels(module: Any) -> int:

@@ -54,6 +54,24 @@ def test_a_skip_connection_keeps_its_input_alive():
     assert prof.activation_bytes_per_pixel == pytest.approx(3 * 8 * 4 * budget.ACTIVATION_FACTOR)
 
 
+def test_a_network_the_meta_device_cannot_run_gets_a_conservative_count(caplog):
+    class DataDependent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y * float(y.mean().item())  # needs real values
+
+    spec = _spec("style", tile=None, size_multiple=1, scale=1)
+    net = DataDependent()
+    prof = budget.profile(net, spec)
+    assert prof.activation_bytes_per_pixel == pytest.approx(budget.FALLBACK_MAPS * 16 * 4 * budget.ACTIVATION_FACTOR)
+    assert "cannot count its activations on the meta device" in caplog.text
+    assert net.conv.weight.device.type == "cpu"  # the network itself was never touched
+
+
 def _srvgg(**kwargs) -> nn.Module:
     return build_arch("srvgg_compact", **{"num_in_ch": 3, "num_out_ch": 3, "num_feat": 16, "num_conv": 4,
                                           "upscale": 4, "act_type": "prelu", **kwargs}).eval()
