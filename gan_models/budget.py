@@ -29,16 +29,16 @@ from .specs import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-# Measured RSS / counted peak on this CPU (oneDNN convolution workspaces, allocator slack), rounded up.
+# Measured RSS / counted peak on this CPU (oneDNN convolution workspaces, allocator slack): up to 1.7 (RRDBNet, U-Net).
 ACTIVATION_FACTOR = 1.75
 # Host bytes per output pixel of a request: float32 canvas (12) + blend weights (4) + the (H, W, 3) float32 image
-# made from it (12) + its clip temporaries and the 8/16-bit result; measured 31-44 B on 1-16 MP outputs.
+# made from it (12) + the 8/16-bit result; measured 26 B on a 64 MP output (2048² at x4, 256 tiles).
 HOST_BYTES_PER_OUTPUT_PIXEL = 32
 HOST_BYTES_PER_INPUT_PIXEL = 40  # decoded image, float32 tensor, its padded copy
 FIXED_BYTES = 32 * 2**20  # per request: PIL, numpy and torch bookkeeping
-# Background preparation: the torch copy, the exported graph, onnxruntime's session and arena, an int8 copy and the
-# calibration, with two candidates alive at once (tournament.FINALISTS): measured 2.9 GB for huggan's U-Net (54M
-# weights at 256x256), 0.9 GB for RRDBNet x4 at 128x128.
+# Background preparation: the torch copy, the exported graphs, onnxruntime's sessions and arenas, an int8 copy and
+# its calibration, two candidates alive at once (tournament.FINALISTS). docs/speed.md: huggan's U-Net (54M weights,
+# 256²) peaked at 2.87 GB, RRDBNet's calibration alone grows to about 2 GB; this estimates 1.9 and 2.2 GB for them.
 PREPARE_WEIGHT_COPIES = 8
 PREPARE_ACTIVATION_COPIES = 4
 MIN_TILE = 64
