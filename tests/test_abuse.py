@@ -87,6 +87,20 @@ def test_a_custom_model_that_works_is_listed_for_its_visitor_only(studio, photo,
     assert not [r for r in studio.models(request=_visitor("b")) if r["custom"]]
 
 
+def test_visitors_custom_models_stay_on_torch_when_their_preparation_is_off(models, photo, tmp_path, monkeypatch):
+    studio = app.Studio(specs=models, config=app_settings(backend="auto", prepare_custom=False))
+    asked = []
+    real = app.build_translator
+    monkeypatch.setattr(app, "build_translator", lambda loaded, **k: asked.append((loaded.spec.id, k["backend"]))
+                        or real(loaded, **{**k, "backend": "torch"}))
+    state = build_arch("srvgg_compact", num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, upscale=2,
+                       act_type="prelu").state_dict()
+    upload = _upload(tmp_path, "x2.pth", state)
+    studio.upscale(photo, "custom", 2, "auto", upload)
+    studio.upscale(photo, "tiny-upscale", 4, "auto", None)
+    assert asked == [(upload, "torch"), ("tiny-upscale", "auto")]
+
+
 def test_the_settings_panel_shows_no_server_path(studio, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     text = studio.runtime()

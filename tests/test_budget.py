@@ -16,6 +16,7 @@ from gan_models import budget
 from gan_models.archs import build_arch
 from gan_models.errors import UnsupportedModelError
 from gan_models.runtimes import Preparer, disk_cache
+from gan_models.settings import Settings
 from gan_models.runtimes import worker as worker_module
 from gan_models.specs import ModelSpec
 from gan_models.weights import LoadedModel, WeightsSource
@@ -158,3 +159,10 @@ def test_the_cache_is_pruned_least_recently_used_first(tmp_path):
     assert disk_cache.prune(tmp_path, 2500, keep=tmp_path / "old") == ["mid"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "old"]
     assert disk_cache.prune(tmp_path, 5000) == []
+
+
+def test_the_new_settings_come_from_the_environment():
+    config = Settings.from_env({"GAN_STUDIO_REQUEST_MEMORY_MB": "512", "GAN_STUDIO_PREPARE_CUSTOM": "0",
+                                "GAN_STUDIO_ONNX_CACHE_MB": "100"})
+    assert (config.request_memory_mb, config.prepare_custom, config.onnx_cache_mb) == (512, False, 100)
+    assert (Settings().request_memory_mb, Settings().prepare_custom, Settings().onnx_cache_mb) == (4096, True, 2048)
