@@ -2,7 +2,7 @@
 
     python -m bench.abuse                          # this checkout's app.py
     python -m bench.abuse --repo /tmp/abuse-main   # another checkout's (the "before" column)
-    python -m bench.abuse --heavy                  # also the documented upscale limit: 4 MP at x4, tile auto/none
+    python -m bench.abuse --heavy --budget-mb 4096 --only "4 MP"   # the documented upscale limit: 4 MP at x4
 
 Starts `python app.py` from `--repo` with tiny settings (GAN_STUDIO_MAX_WEIGHTS_MB=5, a request budget of
 `--budget-mb`, backend torch, the Hub offline with a fake Hub cache holding one tiny x4 model at probe/tiny-x4/x4.pth)
@@ -265,13 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-mb", type=int, default=6144, help="the watchdog kills the app past this RSS")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per case")
     parser.add_argument("--heavy", action="store_true", help="also 4 MP at x4 (minutes on a busy CPU)")
+    parser.add_argument("--only", nargs="+", default=[], metavar="TEXT", help="only the cases whose name holds one "
+                                                                                "of these")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="gan-abuse-") as tmp:
         folder = Path(tmp)
         files = write_files(folder)
-        todo = cases(files, heavy=args.heavy)
+        todo = [c for c in cases(files, heavy=args.heavy) if not args.only or any(t in c[0] for t in args.only)]
         while todo:
             with live_app(args.repo.resolve(), folder, budget_mb=args.budget_mb, kill_mb=args.kill_mb) as (
                     url, watchdog, _):
