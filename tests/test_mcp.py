@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from .conftest import REPO, app_settings, make_tiny_model, rgb_image, serve
+from .conftest import REPO, app_settings, rgb_image, serve
 
 pytest.importorskip("mcp", reason="the MCP tests need the mcp package: pip install -r requirements-dev.txt")
 jsonschema = pytest.importorskip("jsonschema")
@@ -54,11 +54,9 @@ def documented_arguments() -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def mcp_url(tmp_path_factory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("mcp_server")
-    specs = {spec.id: spec for spec in (make_tiny_model(root / task, task)
-                                        for task in ("style", "sketch2photo", "upscale"))}
-    with serve(specs, app_settings(mcp=True, max_style_side=64), root / "hf") as url:
+def mcp_url(tmp_path_factory, tiny_specs) -> Iterator[str]:
+    specs = {spec.id: spec for spec in tiny_specs.values()}
+    with serve(specs, app_settings(mcp=True, max_style_side=64), tmp_path_factory.mktemp("mcp_hf")) as url:
         yield url.rstrip("/") + "/gradio_api/mcp/"
 
 
