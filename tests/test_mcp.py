@@ -121,15 +121,15 @@ def test_schema_takes_every_documented_argument(schemas, tool):
     ("arguments", "message"),
     [
         ({"image": FILE, "outscale": "2"}, "'2' is not of type 'integer'"),
-        ({"image": FILE, "outscale": 5}, "5 is not one of [2, 3, 4]"),
-        ({"image": FILE, "tile": "64"}, "'64' is not one of ['auto', '128', '256', '512', 'none']"),
+        ({"image": FILE, "outscale": 5}, "5 is not one of ["),
+        ({"image": FILE, "tile": "64"}, "'64' is not one of ['auto', "),
         ({"image": FILE, "model": 4}, "4 is not of type 'string'"),
         ({"model": "tiny-upscale"}, "'image' is a required property"),
     ],
 )
 def test_upscale_schema_refuses_what_the_endpoint_refuses(schemas, arguments, message):
     errors = [error.message for error in jsonschema.Draft202012Validator(schemas["upscale"]).iter_errors(arguments)]
-    assert message in errors
+    assert any(error.startswith(message) for error in errors), errors
 
 
 @pytest.mark.parametrize(("outscale", "size"), [(2, (80, 56)), (3, (120, 84))])
@@ -177,7 +177,8 @@ def test_a_hub_id_reaches_the_app_which_answers_in_one_line(mcp_url):
 def test_the_server_refuses_a_call_its_schema_refuses(mcp_url):
     result = call(mcp_url, "upscale", {"image": data_url(rgb_image(40, 28)), "outscale": "2"})
     assert result.isError
-    assert texts(result) == ["Input validation error: '2' is not one of [2, 3, 4]"]
+    [text] = texts(result)
+    assert text.startswith("Input validation error: '2' is not one of [") and "2, 3, 4]" in text
 
 
 @pytest.mark.xfail(strict=True, reason="Gradio 6.31: without a progress token a queued tool's outputs come back "
@@ -195,7 +196,7 @@ def test_argument_descriptions_are_whole_and_name_hub_ids(schemas):
             assert field["description"].endswith("."), (tool, name, field["description"])
     for tool, field in [("style_transfer", "style"), ("sketch_to_photo", "model"), ("upscale", "model")]:
         assert "Hugging Face Hub id" in schemas[tool]["properties"][field]["description"]
-    assert schemas["upscale"]["properties"]["outscale"]["description"].startswith("2, 3 or 4 (an integer)")
+    assert "2, 3 or 4 (an integer)" in schemas["upscale"]["properties"]["outscale"]["description"]
 
 
 def test_the_readme_call_works(mcp_url, tmp_path, monkeypatch, capsys):
