@@ -16,8 +16,8 @@ from gan_models import budget
 from gan_models.archs import build_arch
 from gan_models.errors import UnsupportedModelError
 from gan_models.runtimes import Preparer, disk_cache
-from gan_models.settings import Settings
 from gan_models.runtimes import worker as worker_module
+from gan_models.settings import Settings
 from gan_models.specs import ModelSpec
 from gan_models.weights import LoadedModel, WeightsSource
 from tests.conftest import tiny_spec_fields
