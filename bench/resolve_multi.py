@@ -45,8 +45,8 @@ def write_checkpoint(path: Path) -> None:
 
     torch.manual_seed(0)
     generator = {"in_channels": 3, "out_channels": 3, "ngf": 64, "n_blocks": 9}
-    nets = {"netG_A": build_arch("resnet_generator", **generator), "netG_B": build_arch("resnet_generator", **generator),
-            "netD_A": build_arch("patchgan", in_channels=3), "netD_B": build_arch("patchgan", in_channels=3)}
+    nets = {name: build_arch("resnet_generator", **generator) for name in ("netG_A", "netG_B")}
+    nets |= {name: build_arch("patchgan", in_channels=3) for name in ("netD_A", "netD_B")}
     torch.save({**{name: net.state_dict() for name, net in nets.items()}, "epoch": 200}, path)
 
 

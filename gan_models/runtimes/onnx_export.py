@@ -46,7 +46,7 @@ from torch import nn
 
 from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError, first_line
 from ..files import atomic_write, sha256_file
-from ..settings import env, user_cache_dir
+from ..settings import ENV, onnx_cache_dir, user_cache_dir
 from ..specs import ModelSpec
 
 FORMAT = "gan_models.onnx/1"
@@ -68,7 +68,7 @@ FP32_TOLERANCE = 1e-3
 MIN_PSNR_DB = 40.0
 # The repository's examples/ (calibration and parity images); a bare copy of the library uses synthetic images.
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-CACHE_ENV = "GAN_STUDIO_ONNX_CACHE"
+CACHE_ENV = ENV["onnx_cache"]
 
 # Fixed, shipped images: the parity image of each task is never used for int8 calibration.
 _PARITY_IMAGE = {"style": "small_landscape.png", "sketch2photo": "shoe_sketch.png", "upscale": "small_landscape.png"}
@@ -115,9 +115,7 @@ class Exported:
 
 def cache_dir() -> Path:
     """GAN_STUDIO_ONNX_CACHE, else $XDG_CACHE_HOME/gan-studio/onnx, else ~/.cache/gan-studio/onnx (never the repo)."""
-    if folder := env(CACHE_ENV):
-        return Path(folder).expanduser()
-    return user_cache_dir() / "onnx"
+    return onnx_cache_dir() or user_cache_dir() / "onnx"
 
 
 def _safe(name: str) -> str:
