@@ -6,7 +6,7 @@
 Writes a full-size CycleGAN training checkpoint the way junyanz/pytorch-CycleGAN-and-pix2pix's training state
 looks once gathered in one file (two ResnetGenerators ngf=64 n_blocks=9, two PatchGAN discriminators, `epoch`;
 ~100 MB) into a temporary folder, then in a fresh Python process per run times `get_spec(FILE#netG_B)` and
-`load_model(spec)` and reports the peak RSS growth (ru_maxrss) of each step.
+`load_model(spec)`: the RSS growth of resolving and the peak (ru_maxrss) growth over the RSS after imports.
 """
 
 from __future__ import annotations
@@ -21,20 +21,22 @@ from pathlib import Path
 
 _CHILD = r"""
 import json, resource, sys, time
-import torch
+import psutil, torch
 from gan_models.specs import get_spec
 from gan_models.weights import load_model
 torch.set_num_threads(1)
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-start_rss = peak()
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+start_peak, start_rss = peak(), rss()
 t = time.perf_counter()
 spec = get_spec(sys.argv[1] + "#netG_B")
-resolve_s, resolve_rss = time.perf_counter() - t, peak()
+resolve_s, resolve_peak, resolve_rss = time.perf_counter() - t, peak(), rss()
 t = time.perf_counter()
-load_model(spec, allow_fallback=False)
-load_s, load_rss = time.perf_counter() - t, peak()
-print(json.dumps({"resolve_s": resolve_s, "resolve_mb": resolve_rss - start_rss,
-                  "load_s": load_s, "load_mb": load_rss - resolve_rss, "arch": spec.arch}))
+loaded = load_model(spec, allow_fallback=False)
+load_s, load_peak = time.perf_counter() - t, peak()
+print(json.dumps({"start_mb": start_rss, "resolve_s": resolve_s, "resolve_peak_mb": resolve_peak - start_peak,
+                  "resolve_rss_mb": resolve_rss - start_rss, "load_s": load_s, "load_peak_mb": load_peak - start_peak,
+                  "arch": spec.arch}))
 """
 
 
@@ -65,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(out.stderr.strip().splitlines()[-1])
                 return 1
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"resolve {r['resolve_s']:.2f} s +{r['resolve_mb']:.0f} MB peak; "
-                  f"load {r['load_s']:.2f} s +{r['load_mb']:.0f} MB peak ({r['arch']})")
+            print(f"RSS after imports {r['start_mb']:.0f} MB; resolve {r['resolve_s']:.2f} s, RSS "
+                  f"+{r['resolve_rss_mb']:.0f} MB, peak +{r['resolve_peak_mb']:.0f} MB; then load {r['load_s']:.2f} s, "
+                  f"peak +{r['load_peak_mb']:.0f} MB over the start ({r['arch']})")
     return 0
 
 
