@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..errors import UnrecognisedNetworkError, UnsupportedModelError
+from ..errors import UnrecognisedNetworkError, UnsupportedModelError, first_line
 from ..state_dict import unwrap_state_dict
 
 # Our pipeline feeds RGB arrays and expects RGB back.
@@ -38,9 +38,7 @@ def describe_spandrel(state_dict: Mapping[str, torch.Tensor]):  # -> spandrel.Im
     except SpandrelUnsupported:
         raise UnrecognisedNetworkError("spandrel recognises no architecture in these keys") from None
     except Exception as exc:  # noqa: BLE001 - a known architecture whose numbers spandrel could not fit
-        text = str(exc).strip().splitlines()
-        raise UnsupportedModelError(f"spandrel could not build it: {type(exc).__name__}: {text[0] if text else ''}"
-                                    ) from exc
+        raise UnsupportedModelError(f"spandrel could not build it: {type(exc).__name__}: {first_line(exc)}") from exc
     arch = descriptor.architecture.name
     if not isinstance(descriptor, ImageModelDescriptor):
         raise UnsupportedModelError(f"{arch} ({descriptor.purpose}) needs a mask or other extra input; "
