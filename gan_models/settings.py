@@ -1,8 +1,10 @@
-"""The one place that reads environment variables (prefix GAN_STUDIO_), like diffusers' `utils/constants.py`.
+"""The one module that reads environment variables, like diffusers' `utils/constants.py`, through one table:
+`ENV` maps each field to its variable (grep a variable's name here to find what reads it).
 
 Library functions take explicit arguments; front doors (app, CLI, train.py, bench) build a `Settings` with
-`Settings.from_env()` once and pass its fields down. Hugging Face's own variables (HF_HUB_OFFLINE, HF_TOKEN,
-HF_ENDPOINT, HF_HOME, HF_HUB_CACHE) are read here too, at call time, so tests and Spaces can change them.
+`Settings.from_env()` once and pass its fields down. A few are read at call time through the functions at the end
+(Hugging Face's own HF_HUB_OFFLINE, HF_TOKEN, HF_ENDPOINT, HF_HOME, HF_HUB_CACHE; SPACES_ZERO_GPU; a backend or
+ONNX cache forced for the whole process), because tests and a Space's start-up change them after import.
 
 Old names still work for a while and warn once: GAN_MODELS_TILE_BUDGET_MB → GAN_STUDIO_TILE_BUDGET_MB.
 """
