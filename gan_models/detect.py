@@ -240,8 +240,10 @@ def _detect_ours(sd: dict[str, torch.Tensor]) -> tuple[Detection | None, str | N
     return None, near_miss
 
 
-def _detect_spandrel(sd: dict[str, torch.Tensor]) -> Detection:
+def _detect_spandrel(sd: dict[str, torch.Tensor], built: dict[str, nn.Module] | None, key: str) -> Detection:
     descriptor = describe_spandrel(sd)
+    if built is not None:  # spandrel built it with the weights loaded: the caller may hand it to the loader
+        built[key] = descriptor.model.float().eval()
     arch = descriptor.architecture.name
     multiple = max(1, descriptor.size_requirements.multiple_of)
     tiling = descriptor.tiling.name  # SUPPORTED, DISCOURAGED or INTERNAL
@@ -255,11 +257,12 @@ def _detect_spandrel(sd: dict[str, torch.Tensor]) -> Detection:
     )
 
 
-def _detect_rest(sd: dict[str, torch.Tensor], near_miss: str | None, source: str) -> Detection:
+def _detect_rest(sd: dict[str, torch.Tensor], near_miss: str | None, source: str,
+                 built: dict[str, nn.Module] | None = None, key: str = "") -> Detection:
     """spandrel's detection of `sd` unless one of our families nearly fit; else one line naming what was found."""
     if near_miss is None:
         try:
-            return _detect_spandrel(sd)
+            return _detect_spandrel(sd, built, key)
         except UnrecognisedNetworkError:
             pass
         except UnsupportedModelError as exc:
@@ -268,9 +271,12 @@ def _detect_rest(sd: dict[str, torch.Tensor], near_miss: str | None, source: str
     raise UnsupportedModelError(f"{source}: {describe_keys(sd)}; {what}. Supported: " + "; ".join(SUPPORTED_FAMILIES))
 
 
-def detect_network(state: Mapping[str, Any], *, key_prefix: str | None = None, source: str = "checkpoint"
-                   ) -> Detection:
+def detect_network(state: Mapping[str, Any], *, key_prefix: str | None = None, source: str = "checkpoint",
+                   built: dict[str, nn.Module] | None = None) -> Detection:
     """What one network in `state` is (all of it, or the `key_prefix` part).
+
+    `built`, when given, receives under `key_prefix or ""` the network spandrel built (weights loaded, fp32, eval)
+    if spandrel is what recognised it; our families are only checked on the meta device, so nothing is built.
 
     Raises:
         UnsupportedModelError: no family fits; one line naming what was found and the supported families.
@@ -281,18 +287,19 @@ def detect_network(state: Mapping[str, Any], *, key_prefix: str | None = None, s
         raise UnsupportedModelError(f"{source}: no tensors{where}")
     detection, near_miss = _detect_ours(sd)
     if detection is None:
-        detection = _detect_rest(sd, near_miss, source)
+        detection = _detect_rest(sd, near_miss, source, built, key_prefix or "")
     return replace(detection, key_prefix=key_prefix) if key_prefix else detection
 
 
-def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint") -> dict[str, Detection]:
+def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint",
+                    built: dict[str, nn.Module] | None = None) -> dict[str, Detection]:
     """Every generator in `state` by name: {"": detection} for a file that is one network, else one entry per
     top-level prefix that holds a generator (CycleGAN training files: "G_A", "G_B"; "netG_A", ...).
     Discriminators and other parts are left out.
 
     Order: our families on the whole file, then on each prefix (so a training file of several networks of ours is
     split before spandrel ever sees it: spandrel on a whole 100 MB training file costs seconds and hundreds of MB),
-    then spandrel on the whole file, then on each prefix.
+    then spandrel on the whole file, then on each prefix. `built`: as for `detect_network`.
 
     Raises:
         UnsupportedModelError: neither the whole file nor any prefix is a network we know; one line.
@@ -312,12 +319,12 @@ def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint") -> 
     if found:
         return found
     try:
-        return {"": _detect_rest(sd, near_miss, source)}
+        return {"": _detect_rest(sd, near_miss, source, built)}
     except UnsupportedModelError as exc:
         failure = exc
     for name in groups:
         try:
-            found[name] = detect_network(sd, key_prefix=f"{name}.", source=source)
+            found[name] = detect_network(sd, key_prefix=f"{name}.", source=source, built=built)
         except UnsupportedModelError:
             continue
     if not found:

@@ -7,8 +7,9 @@
   networks in it, choose one (`#network`), apply `?options`, and return `Resolved(spec, state_dict)`.
 - `resolve_custom(id)`: the spec only, through a bounded cache of resolutions (`CACHE_SIZE` entries, least
   recently used dropped): the same id gives the same spec without a second download or detection; a local file is
-  re-detected when its size or mtime changes. The state dict it read waits in a one-entry slot (`take_state_dict`)
-  for the loader that follows, so `get_spec(id)` then `load_model(spec)` reads the file once.
+  re-detected when its size or mtime changes. The state dict it read (and any network spandrel built while
+  detecting) waits in a one-entry slot (`take_parked`) for the loader that follows, so `get_spec(id)` then
+  `load_model(spec)` reads the file once and builds its network once.
 
 Safety: Hub sizes come from the Hub's metadata and are checked against `max_weights_mb` before downloading; local
 files are checked the same way; files are read by `state_dict.read_state_dict` (pickled code is refused).
@@ -169,7 +170,7 @@ def _pick_weights_file(names: list[str], where: str) -> str:
 
 # --- the state dict read last, for the loader that follows --------------------------------------------------------
 
-_slot: tuple[tuple, StateDict] | None = None
+_slot: tuple[tuple, StateDict, dict[str, Any]] | None = None
 _slot_lock = threading.Lock()
 
 
@@ -178,14 +179,15 @@ def _file_key(path: Path) -> tuple:
     return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
-def _park(path: Path, state: StateDict) -> None:
+def _park(path: Path, state: StateDict, built: dict[str, Any]) -> None:
     global _slot
     with _slot_lock:
-        _slot = (_file_key(path), state)
+        _slot = (_file_key(path), state, built)
 
 
-def take_state_dict(path: Path) -> StateDict | None:
-    """The state dict the last resolution read from `path` (unchanged since), handed over once; else None.
+def take_parked(path: Path) -> tuple[StateDict, dict[str, Any]] | None:
+    """What the last resolution read from `path` (unchanged since), handed over once: the state dict as read, and
+    the networks spandrel built while detecting (by key prefix, "" for the whole file); else None.
 
     One entry: it lives from a resolution to the load that follows it (or to the next resolution).
     """
@@ -193,8 +195,14 @@ def take_state_dict(path: Path) -> StateDict | None:
     with _slot_lock:
         if _slot is None or not path.is_file() or _slot[0] != _file_key(path):
             return None
-        state, _slot = _slot[1], None
-    return state
+        (_, state, built), _slot = _slot, None
+    return state, built
+
+
+def take_state_dict(path: Path) -> StateDict | None:
+    """The state dict of `take_parked`, or None."""
+    parked = take_parked(path)
+    return parked[0] if parked else None
 
 
 # --- where the weights are ------------------------------------------------------------------------------------------
@@ -215,8 +223,9 @@ class _Found:
 
 def _read_and_detect(path: Path, where: str) -> Mapping[str, Detection]:
     state = read_state_dict(path)
-    generators = find_generators(state, source=where)
-    _park(path, state)
+    built: dict[str, Any] = {}
+    generators = find_generators(state, source=where, built=built)
+    _park(path, state, built)
     return generators
 
 

@@ -27,7 +27,7 @@ from . import settings
 from .archs import STATE_BUILT_ARCHS, build_arch
 from .errors import GanModelsError, HubRefusedError, WeightsUnavailableError, first_line
 from .files import atomic_write
-from .resolve import cached_hub_file, fetch_hub_file, take_state_dict
+from .resolve import cached_hub_file, fetch_hub_file, take_parked
 from .specs import SPECS, WEIGHTS_DIR, HubFile, ModelSpec
 from .state_dict import (  # re-exported: tests and older callers import them from here
     canonicalize_state_dict,
@@ -120,9 +120,13 @@ def load_model(
 
 def _load_exact(spec: ModelSpec, state: Mapping[str, Any] | None = None) -> LoadedModel:
     source = resolve_weights(spec)
-    if state is None:
-        state = take_state_dict(source.path) or read_state_dict(source.path)
-    if spec.arch in STATE_BUILT_ARCHS:  # the checkpoint says how wide and deep the network is; loaded strictly
+    built: dict[str, nn.Module] = {}
+    if state is None:  # what the resolution of this file just read (and spandrel built), else the file
+        state, built = take_parked(source.path) or (read_state_dict(source.path), {})
+    handed = built.get(spec.key_prefix or "") if spec.arch == "spandrel" else None
+    if handed is not None:  # spandrel built this very network from these tensors while detecting it
+        model = handed
+    elif spec.arch in STATE_BUILT_ARCHS:  # the checkpoint says how wide and deep the network is; loaded strictly
         model = STATE_BUILT_ARCHS[spec.arch](unwrap_state_dict(state, key_prefix=spec.key_prefix))
     else:
         model = build_generator(spec)

@@ -11,7 +11,7 @@ import torch
 from gan_models import detect
 from gan_models import resolve as resolve_module
 from gan_models import weights as weights_module
-from gan_models.archs import build_arch
+from gan_models.archs import build_arch, spandrel_models
 from gan_models.errors import HubRefusedError, HubUnreachableError, WeightsTooLargeError
 from gan_models.refs import parse_model_ref
 from gan_models.specs import HubFile, get_spec
@@ -57,6 +57,7 @@ def builds(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(weights_module, "build_generator", build)
     monkeypatch.setattr(detect, "describe_spandrel", spandrel)
+    monkeypatch.setattr(spandrel_models, "describe_spandrel", spandrel)  # the loader's builder
     return seen
 
 
@@ -83,6 +84,23 @@ def test_get_spec_then_load_reads_the_file_once_and_never_runs_spandrel(tmp_path
         assert torch.allclose(loaded.module(x), nets["netG_B"].eval()(x), atol=1e-6)
     load_model(spec, allow_fallback=False)  # a second load has nothing handed over: it reads
     assert reads == [path, path]
+
+
+def test_spandrel_network_is_built_once_from_id_to_loaded_model(tmp_path, reads, builds):
+    from spandrel.architectures.SPAN import SPAN
+
+    torch.manual_seed(0)
+    net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=2).eval()
+    path = tmp_path / "4x-span.pth"
+    torch.save({"params_ema": net.state_dict()}, path)
+    spec = get_spec(str(path))
+    loaded = load_model(spec, allow_fallback=False)
+    assert spec.arch == "spandrel" and reads == [path] and builds == ["spandrel"]
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.allclose(loaded.module(x), net(x), atol=1e-5)
+    load_model(spec, allow_fallback=False)  # nothing handed over now: read and built again
+    assert reads == [path, path] and builds == ["spandrel", "spandrel"]
 
 
 def test_resolve_returns_the_spec_and_the_state_dict_it_read(tmp_path, reads):
