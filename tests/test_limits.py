@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gan_models import custom, limits
+from gan_models import custom, limits, resolve
 from gan_models.archs import build_arch
 from gan_models.custom import parse_model_ref, resolve_custom
 from gan_models.errors import UnknownModelError, UnsupportedModelError
@@ -75,7 +75,7 @@ def test_a_network_over_x8_is_refused_and_the_refusal_is_remembered_by_hash(tmp_
     with pytest.raises(UnsupportedModelError, match=r"x64.pth: an x64 network is over this server's limit of x8"):
         resolve_custom(str(first), max_weights_mb=5)
     reads = []
-    monkeypatch.setattr(custom, "read_state_dict", lambda p: reads.append(p))
+    monkeypatch.setattr(resolve, "read_state_dict", lambda p: reads.append(p))
     second = tmp_path / "other-name.pth"
     second.write_bytes(first.read_bytes())
     with pytest.raises(UnsupportedModelError) as info:
@@ -96,7 +96,7 @@ def test_refusals_are_bounded():
 def test_a_torch_file_declaring_20k_blocks_is_refused_from_its_pickle(tmp_path, monkeypatch):
     path = tmp_path / "deep.pth"
     torch.save({"body.0.weight": torch.zeros(4, 3, 3, 3), "body.20002.weight": torch.zeros(48, 4, 3, 3)}, path)
-    monkeypatch.setattr(custom, "read_state_dict", lambda p: pytest.fail("read before the header was checked"))
+    monkeypatch.setattr(resolve, "read_state_dict", lambda p: pytest.fail("read before the header was checked"))
     with pytest.raises(UnsupportedModelError, match=r"key 'body.20002.weight' declares block 20002; this server "
                                                     r"builds networks of up to 1024 blocks"):
         resolve_custom(str(path), max_weights_mb=5)
@@ -106,7 +106,7 @@ def test_many_tiny_tensors_are_refused_from_the_safetensors_header(tmp_path, mon
     path = tmp_path / "many.safetensors"
     save_file({f"g{i}.weight": torch.zeros(1) for i in range(40)}, str(path))
     monkeypatch.setattr(limits, "MAX_TENSORS", 32)
-    monkeypatch.setattr(custom, "read_state_dict", lambda p: pytest.fail("read before the header was checked"))
+    monkeypatch.setattr(resolve, "read_state_dict", lambda p: pytest.fail("read before the header was checked"))
     with pytest.raises(UnsupportedModelError, match="more than 32 tensors; this server's limit is 32"):
         resolve_custom(str(path), max_weights_mb=5)
 
