@@ -654,8 +654,8 @@ class Studio:
         budget.OverBudgetError, before any work)."""
         w, h = img.size
         return budget.check_request(translator.spec, h, w, tile=tile, outscale=outscale,
-                                    budget_mb=self.config.request_memory_mb,
-                                    module=getattr(backend, "model", None)).tile
+                                    budget_mb=self.config.request_memory_mb, module=getattr(backend, "model", None),
+                                    auto_budget_mb=self.config.tile_budget_mb).tile
 
     def _info(self, requested: str, translator: Translator, backend: Backend, seconds: float,
               result: Image.Image) -> str:

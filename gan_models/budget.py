@@ -26,6 +26,7 @@ from typing import Any, Literal
 from .errors import GanModelsError, UnsupportedModelError
 from .limits import MAX_LAYERS
 from .specs import ModelSpec
+from .tiling import auto_tile
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def run_bytes(prof: Profile, spec: ModelSpec, h: int, w: int, tile: int | None, 
 
 def check_request(
     spec: ModelSpec, h: int, w: int, *, tile: int | None | Literal["auto"], outscale: float | None, budget_mb: int,
-    module: Any = None,
+    module: Any = None, auto_budget_mb: int | None = None,
 ) -> Plan:
     """The tile to run an h x w input with so that the request's estimated peak stays within `budget_mb`.
 
@@ -223,7 +224,8 @@ def check_request(
     one would not fit (tiling changes nothing in the result beyond blending), the whole image when it fits and
     "auto" was asked. Networks that must see the whole image (spec.tile is None: InstanceNorm) are never tiled.
 
-    `module` (the network on torch) is profiled when `spec` has not been (see `profile`).
+    `module` (the network on torch) is profiled when `spec` has not been (see `profile`). `auto_budget_mb`: the
+    translator's own tile budget (Settings.tile_budget_mb), so that "auto" never gets a larger tile than it would pick.
 
     Raises:
         OverBudgetError: even the smallest tile would not fit (the output alone is too large), or a network that
@@ -251,7 +253,12 @@ def check_request(
         return Plan(tile if spec.tile is not None else None, whole)  # "auto" tiles by its own, smaller, budget
     m = max(1, spec.size_multiple)
     smallest = _round_up(MIN_TILE, m)
-    asked = {None: max(h, w), "auto": spec.tile * 4}.get(tile, tile)  # type: ignore[arg-type]
+    if tile == "auto":
+        own = None if auto_budget_mb is None else auto_tile(h, w, scale=spec.scale, budget_bytes=auto_budget_mb * 2**20,
+                                                             multiple=m)
+        asked: Any = min(own or max(h, w), spec.tile * 4)
+    else:
+        asked = max(h, w) if tile is None else tile
     fixed = run_bytes(prof, spec, h, w, 0, scale)
     room = budget - fixed
     if room < smallest * smallest * prof.activation_bytes_per_pixel:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from gan_models import budget
+from gan_models import budget, tiling
 from gan_models.archs import build_arch
 from gan_models.errors import UnsupportedModelError
 from gan_models.runtimes import Preparer, disk_cache
@@ -94,6 +94,8 @@ def test_a_large_input_gets_a_tile_that_fits():
     assert budget.run_bytes(prof, spec, 2000, 2000, plan.tile + 64, 4) > 3072 * 2**20 or plan.tile >= 2000 - 64
     asked = budget.check_request(spec, 2000, 2000, tile=128, outscale=4, budget_mb=3072)
     assert asked.tile == 128  # a tile that fits is kept
+    auto = budget.check_request(spec, 2000, 2000, tile="auto", outscale=4, budget_mb=3072, auto_budget_mb=64)
+    assert auto.tile == tiling.auto_tile(2000, 2000, scale=4, budget_bytes=64 * 2**20, multiple=1) < plan.tile
 
 
 def test_an_output_over_the_budget_is_refused_in_one_line():
