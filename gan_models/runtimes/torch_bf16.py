@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ..errors import BackendUnavailableError, first_line
-from . import cpu
 from .base import BackendOutOfMemory
+from .cpu import has_bf16
 
 COMPILE_SIDE = 256
 
@@ -46,7 +46,7 @@ class TorchBf16Backend:
     def __init__(
         self, model: nn.Module, *, threads: int | None = None, channels_last: bool = True, compile: bool = False
     ) -> None:
-        if not cpu.has_bf16():
+        if not has_bf16():
             raise BackendUnavailableError(
                 "bf16 needs a CPU with AVX512_BF16 or AMX-BF16 (this one has neither: bf16 would be emulated, "
                 "slower than fp32); use the torch or onnx backend in fp32/int8")
