@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+import gan_models.runtimes.cpu as cpu  # the module, not the package: no import cycle through __init__
+
 from ..errors import BackendUnavailableError, GanModelsError, first_line
 from .base import BackendOutOfMemory, BuildOnce, file_key
-from .cpu import has_bf16
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
@@ -39,7 +40,7 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise BackendUnavailableError(
             f"unknown openvino precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if precision == "bf16" and not has_bf16():
+    if precision == "bf16" and not cpu.has_bf16():
         raise BackendUnavailableError(
             "bf16 needs a CPU with AVX512_BF16 or AMX-BF16 (this one has neither: OpenVINO would emulate bf16, "
             "slower than fp32); use precision 'fp32' or 'int8'")

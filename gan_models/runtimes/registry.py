@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gan_models.runtimes.cpu as cpu  # the module, not the package: no import cycle through __init__
+
 from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError
 from ..specs import ModelSpec
 from .base import Backend
-from .cpu import has_bf16
 from .onnx_export import (
     FULL_PRECISION_GRAPHS,
     SUBPIXEL,
@@ -128,7 +129,7 @@ def _importable(load: Callable[[], Any]) -> Callable[[], bool]:
 def _torch_precisions(device: str) -> tuple[str, ...]:
     if device == "cuda":
         return ("fp32", "fp16")
-    return ("fp32", "bf16") if has_bf16() else ("fp32",)  # fp16 on CPU: slower and lossy
+    return ("fp32", "bf16") if cpu.has_bf16() else ("fp32",)  # fp16 on CPU: slower and lossy
 
 
 def _make_torch(artifacts: Artifacts, *, precision: str, device: str, threads: int | None) -> Backend:
@@ -155,7 +156,7 @@ def _make_onnxruntime(artifacts: Artifacts, *, precision: str, device: str, thre
 def _openvino_precisions(device: str) -> tuple[str, ...]:
     if device != "cpu":
         return ()  # OpenVINO's GPU plugin is for Intel GPUs; CUDA devices go to torch and onnxruntime
-    return ("fp32", "bf16", BF16_SUBPIXEL, "int8") if has_bf16() else ("fp32", "int8")
+    return ("fp32", "bf16", BF16_SUBPIXEL, "int8") if cpu.has_bf16() else ("fp32", "int8")
 
 
 # bf16 on the sub-pixel graph (gan_models.runtimes.onnx_export.SUBPIXEL): OpenVINO runs some transposed convs in f32

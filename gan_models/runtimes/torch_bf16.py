@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+import gan_models.runtimes.cpu as cpu  # the module, not the package: no import cycle through __init__
+
 from ..errors import BackendUnavailableError, first_line
 from .base import BackendOutOfMemory
-from .cpu import has_bf16
 
 COMPILE_SIDE = 256
 
@@ -46,7 +47,7 @@ class TorchBf16Backend:
     def __init__(
         self, model: nn.Module, *, threads: int | None = None, channels_last: bool = True, compile: bool = False
     ) -> None:
-        if not has_bf16():
+        if not cpu.has_bf16():
             raise BackendUnavailableError(
                 "bf16 needs a CPU with AVX512_BF16 or AMX-BF16 (this one has neither: bf16 would be emulated, "
                 "slower than fp32); use the torch or onnx backend in fp32/int8")
