@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .cache import ModelCache
 from .errors import (
     BackendUnavailableError,
     GanModelsError,
@@ -34,6 +35,7 @@ __all__ = [
     "ImageTooLargeError",
     "InvalidImageError",
     "LoadedModel",
+    "ModelCache",
     "ModelSpec",
     "OnnxBackend",
     "OnnxExportError",
