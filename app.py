@@ -65,9 +65,6 @@ CUSTOM_CHOICE = "custom"  # the model pickers' "Custom model…" entry; never a 
 CUSTOM_LABEL = "Custom model…"
 
 
-# --- conversions -------------------------------------------------------------------------------------------------
-
-
 class ImageInput(gr.Image):
     """gr.Image that hands uploads to the handler unopened, so `gan_models.imaging` reads them.
 
@@ -391,16 +388,21 @@ def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tupl
                           elem_id=f"{prefix}-custom-file")
     if studio.config.custom_models:
         private = {"api_visibility": "private", "queue": False}
-        dropdown.change(lambda choice: gr.Group(visible=bool(choice) and choice not in offered), dropdown, group,
-                        **private)
+
+        def chosen(choice: str | None, text: str | None, weights_file: str | None) -> tuple[Any, Any]:
+            # "Custom model…" picked again with an id still in the field: that id is the model
+            value = _custom_model_value(text, weights_file) if choice == CUSTOM_CHOICE else choice
+            return gr.Group(visible=bool(choice) and choice not in offered), gr.skip() if value == choice else value
+
+        dropdown.change(chosen, [dropdown, typed, weights], [group, dropdown], **private)
         for event in (typed.change, typed.submit, weights.change):
             event(_custom_model_value, [typed, weights], dropdown, **private)
     return dropdown, weights
 
 
-def _custom_model_value(typed: str | None, weights_file: str | None) -> str:
+def _custom_model_value(text: str | None, weights_file: str | None) -> str:
     """The model dropdown's value from the custom fields: the typed id, or "custom" (a dropped file, or nothing)."""
-    text = (typed or "").strip()
+    text = (text or "").strip()
     return CUSTOM_CHOICE if weights_file or not text else text
 
 

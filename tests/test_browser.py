@@ -131,3 +131,9 @@ def test_custom_model_by_hub_id_upscales(page):
     sizes = page.eval_on_selector_all("#upscale-slider img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
     assert [512, 512] in sizes  # 128 px logo, x4 by the custom ESRGAN
     _screenshot(page, "custom-upscale")
+    page.locator("#upscale-model input").click()
+    page.get_by_role("option", name="Tiny upscale").click()
+    page.locator("#upscale-custom-id").wait_for(state="hidden")
+    page.locator("#upscale-model input").click()
+    page.get_by_role("option", name="Custom model…").click()  # the id still in its field is the model again
+    page.wait_for_function("id => document.querySelector('#upscale-model input').value === id", arg=UPSCALE_ID)
