@@ -323,9 +323,9 @@ class Studio:
             raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
         if not 1 <= scale <= 8:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
+        with _user_errors():
+            tile_arg = parse_tile(tile)
         named = _named(model, weights_file)
-        with _user_errors(named):
-            tile_arg = parse_tile(tile)  # before any loading
         with _user_errors(named), self._model(model, "upscale", progress, weights_file) as translator:
             start = time.perf_counter()
             source = imaging.load_image(image, max_pixels=self.config.max_upscale_pixels)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from .deploy import add_space_arguments
-from .errors import GanModelsError
+from .errors import GanModelsError, InvalidTileError
 from .imaging import IMAGE_SUFFIXES
 from .runtimes import tune_malloc
 from .settings import Settings
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 def _parse_tile(text: str) -> int | str | None:
     try:
         return parse_tile(text)
-    except GanModelsError as exc:
+    except InvalidTileError as exc:  # argparse shows an ArgumentTypeError's message as it is
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 

@@ -22,6 +22,10 @@ class ImageTooLargeError(InvalidImageError):
     """An image over the pixel limit (decompression-bomb guard)."""
 
 
+class InvalidTileError(GanModelsError, ValueError):
+    """A tile size that is not "auto", none/0 or a positive number of pixels."""
+
+
 class WeightsUnavailableError(GanModelsError):
     """The weights file cannot be obtained: Hub unreachable and nothing cached or bundled."""
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
-from .errors import BackendOutOfMemory, GanModelsError
+from .errors import BackendOutOfMemory, InvalidTileError
 
 # Bytes of working memory per *input* pixel for a generator of ~64 channels: activations of a few layers in
 # float32 at input resolution, plus the upsampling stages at scale² resolution. Deliberately generous.
@@ -43,24 +43,22 @@ class Geometry(Protocol):
     def tile_overlap(self) -> int: ...
 
 
-def parse_tile(value: str | int | None) -> int | str | None:
-    """A tile choice from a form field or a command line: "auto", a size in pixels, or the whole image ("none",
-    0 or None → None).
+def parse_tile(value: str | int | None) -> int | Literal["auto"] | None:
+    """A tile size as users type it: "auto" → "auto"; None, "none", 0 or "0" → None (no tiling); "256" → 256.
 
     Raises:
-        GanModelsError: anything else, or a negative size; the message gives the choices.
+        InvalidTileError: anything else (negative numbers included); one line naming the value.
     """
-    if value is None or str(value).strip().lower() in ("none", "0"):
-        return None
-    if value == "auto":
-        return "auto"
+    text = "none" if value is None else str(value).strip().lower()
+    if text in ("auto", "none"):
+        return "auto" if text == "auto" else None
     try:
-        tile = int(value)
-    except (TypeError, ValueError):
-        raise GanModelsError(f"tile must be auto, none or a number of pixels, not {value!r}") from None
-    if tile < 0:
-        raise GanModelsError(f"tile must not be negative, not {tile}")
-    return tile
+        size = int(text)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise InvalidTileError(f"tile must be auto, none (or 0) or a size in pixels, not {value!r}")
+    return size or None
 
 
 def requested_tile(tile: int | None, multiple: int) -> int | None:
