@@ -1,4 +1,5 @@
-"""The one path from an image to a result, used by the app, the CLI, export parity checks and benchmarks.
+"""The one path from an image to a result, used by the app, the CLI and benchmarks (the runtimes' parity checks
+and tournament run its array part, `tiling.run_array`).
 
     image ─imaging─▶ (1,3,H,W) in the model's range ─▶ pad to multiple ─▶ [tiles] ─▶ backend ─▶ stitch ─▶ crop
           ─imaging─▶ image (alpha, grayscale, 16-bit, ICC and EXIF restored; size exactly scale × input)

@@ -1,9 +1,10 @@
-"""What every runtime shares: the Backend protocol, the out-of-memory signal and the device choice.
+"""What every runtime shares: the Backend protocol, the slot a Translator's backend sits in, the out-of-memory
+signal (defined in errors.py, re-exported here) and the device choice.
 
 A backend runs a network on a batch: numpy (N, C, H, W) float32 in, numpy float32 out. This is the only thing that
-differs between runtimes; everything around it (padding, tiling, colour handling) lives in the Translator, so a
-parity check of two backends checks exactly what users run. Backends hold no per-request state and are safe to call
-from several threads at once.
+differs between runtimes; everything around it (padding and tiling in `tiling.run_array`, colour handling in the
+Translator) is shared, so a parity check of two backends checks exactly what users run. Backends hold no per-request
+state and are safe to call from several threads at once.
 """
 
 from __future__ import annotations
