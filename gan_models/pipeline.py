@@ -21,6 +21,7 @@ from PIL import Image
 
 from . import imaging
 from .errors import GanModelsError
+from .imaging import resize_rgb as _resize_rgb
 from .runtimes import (
     Backend,
     BackendSlot,
@@ -158,13 +159,6 @@ class Translator:
         if tile is not None and (not isinstance(tile, int) or tile < 0):
             raise GanModelsError(f"tile must be 'auto', None/0 or a positive integer, not {tile!r}")
         return requested_tile(tile, self.spec.size_multiple)
-
-
-def _resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    # Per-channel float resize keeps full precision (16-bit inputs) and avoids 8-bit banding.
-    planes = [np.asarray(Image.fromarray(rgb[..., c], mode="F").resize(size, Image.Resampling.LANCZOS))
-              for c in range(rgb.shape[2])]
-    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
 def _cuda_free_bytes() -> int:
