@@ -18,6 +18,7 @@ from gradio.components.image_editor import EditorData
 from gradio.data_classes import FileData
 
 import app
+from gan_models import cache as cache_module
 from gan_models import custom
 from gan_models.archs import build_arch
 from tests.conftest import app_settings, rgb_image
@@ -90,8 +91,9 @@ def test_a_custom_model_that_works_is_listed_for_its_visitor_only(studio, photo,
 def test_visitors_custom_models_stay_on_torch_when_their_preparation_is_off(models, photo, tmp_path, monkeypatch):
     studio = app.Studio(specs=models, config=app_settings(backend="auto", prepare_custom=False))
     asked = []
-    real = app.build_translator
-    monkeypatch.setattr(app, "build_translator", lambda loaded, **k: asked.append((loaded.spec.id, k["backend"]))
+    real = cache_module.build_translator
+    monkeypatch.setattr(cache_module, "build_translator", lambda loaded, **k: asked.append((loaded.spec.id,
+                                                                                             k["backend"]))
                         or real(loaded, **{**k, "backend": "torch"}))
     state = build_arch("srvgg_compact", num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, upscale=2,
                        act_type="prelu").state_dict()
