@@ -17,22 +17,14 @@ from PIL import Image
 import app
 from app import Studio, TranslatorCache
 from gan_models.runtimes import RUNTIMES, worker
-from gan_models.runtimes import onnx_export as ox
-from gan_models.runtimes.worker import Preparer
 
-from .conftest import app_settings, rgb_image
-from .test_app import build_app_models
+from .conftest import app_settings, build_app_models, rgb_image
 
 
-@pytest.fixture
-def preparer(tmp_path, monkeypatch):
-    """A fresh process-wide Preparer over a private cache; torch does not compete, so a switch is certain."""
-    monkeypatch.setenv(ox.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv("GAN_STUDIO_BACKEND", raising=False)
+@pytest.fixture(autouse=True)
+def _torch_does_not_compete(monkeypatch):
+    """Only the exported runtimes compete, so a switch away from torch is certain."""
     monkeypatch.delitem(RUNTIMES, "torch")
-    fresh = Preparer()
-    monkeypatch.setattr(worker, "_DEFAULT", fresh)
-    return fresh
 
 
 def _wait_for_switch(translator, timeout: float = 300.0) -> None:
