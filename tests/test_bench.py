@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from gan_models.runtimes.cpu import cpu_signature, has_bf16
 
 from .conftest import REPO
@@ -14,6 +16,7 @@ from .conftest import REPO
 PATHS = ("eager", "torch", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16", "torch-bf16")
 
 
+@pytest.mark.slow  # every path's export and timing: 48 s on a busy machine
 def test_bench_times_every_path_and_marks_the_default(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
