@@ -21,8 +21,8 @@ from gan_models.runtimes import RUNTIMES, worker
 from .conftest import app_settings, build_app_models, rgb_image
 
 
-@pytest.fixture(autouse=True)
-def _torch_does_not_compete(monkeypatch):
+@pytest.fixture
+def exported_only(monkeypatch):
     """Only the exported runtimes compete, so a switch away from torch is certain."""
     monkeypatch.delitem(RUNTIMES, "torch")
 
@@ -34,7 +34,8 @@ def _wait_for_switch(translator, timeout: float = 300.0) -> None:
         time.sleep(0.1)
 
 
-def test_first_request_answers_on_torch_and_later_ones_on_the_chosen_runtime(tmp_path, preparer, monkeypatch):
+def test_first_request_answers_on_torch_and_later_ones_on_the_chosen_runtime(tmp_path, preparer, exported_only,
+                                                                             monkeypatch):
     gate = threading.Event()
     real = worker.run_tournament
     monkeypatch.setattr(worker, "run_tournament", lambda *a, **k: (gate.wait(60), real(*a, **k))[1])
@@ -58,7 +59,7 @@ def test_first_request_answers_on_torch_and_later_ones_on_the_chosen_runtime(tmp
     assert mse == 0 or 10 * np.log10(255.0**2 / mse) >= 40
 
 
-def test_a_fallback_entry_follows_the_switch_of_the_model_it_shares(tmp_path, preparer, offline_hub):
+def test_a_fallback_entry_follows_the_switch_of_the_model_it_shares(tmp_path, preparer, exported_only, offline_hub):
     cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(backend="auto",
                                                                                           device="cpu"))
     hub, own = cache.get("hub-style"), cache.get("tiny-style")
