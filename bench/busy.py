@@ -2,6 +2,7 @@
 
     python -m bench --busy                          # the usual bench while another process burns one core
     python -m bench --picks --busy --threads 2      # every bundled model: tournament, then every candidate timed
+    python -m bench --picks --busy --tabs sketch    # one of them (style, sketch, upscale)
 
 --picks, for each bundled model (default-style, default-sketch, default-upscale-x4 from weights/): runs the tournament
 from an empty ONNX cache (a temporary folder), then builds every candidate that kept the PSNR bar and times them
@@ -112,7 +113,9 @@ def judge_and_time(tab_name: str, *, threads: int, repeats: int) -> Pick:
         record = outcome.record
         final = bool(record.get("final", True))
         print(f"  {tab.model}: tournament in {tournament_s:.0f} s picked {outcome.runtime} {outcome.precision} "
-              f"({'final' if final else 'not final: ' + record['noise']})", file=sys.stderr)
+              f"({'final' if final else 'not final: ' + record['noise']}); its times: "
+              + ", ".join(f"{c['runtime']} {c['precision']} {c['ms']} ms {c['ms_spread']}"
+                          for c in record["candidates"] if "ms" in c), file=sys.stderr)
         del outcome  # its backend is built again below, like every other candidate
         artifacts = tn.load(spec, module, source, device="cpu", threads=threads, root=root).artifacts
         accurate = [v for v in map(tn.Verdict.from_record, record["candidates"])
@@ -172,7 +175,7 @@ def run_picks(args: argparse.Namespace) -> int:
         print(f"CPU: {cpu_signature()}")
         print(f"threads {args.threads}, {repeats} interleaved runs per candidate, "
               f"{competition or 'no competing process'}; load average at start {os.getloadavg()[0]:.2f}")
-        for name in PICK_MODELS:
+        for name in [t for t in args.tabs if t in PICK_MODELS] or PICK_MODELS:
             picks.append(judge_and_time(name, threads=args.threads, repeats=repeats))
         print(f"load average at end {os.getloadavg()[0]:.2f}")
     print()
