@@ -5,9 +5,10 @@ It runs in four phases, each a function of the one before:
     load    prepare the module, make the record's key, read the previous record (reused while it holds)
     judge   every (runtime, precision) the registry offers on this device is built from the same module or exported
             graph, run on held-out images (never the int8 calibration set) and compared with torch fp32 through the
-            same Translator; those that keep PSNR >= MIN_PSNR_DB are timed (FIRST_ROUND_REPEATS runs) as they are
-            judged, and the FINALISTS fastest of them again (TIMING_REPEATS runs), interleaved, on one fixed input
-            (the others are dropped at once, so peak memory holds FINALISTS candidates, not all)
+            same Translator; of those that keep PSNR >= MIN_PSNR_DB at most FINALISTS stay alive: when one more
+            joins, all of them are timed together, interleaved (FIRST_ROUND_REPEATS runs), and the slowest is
+            dropped at once (peak memory holds FINALISTS + 1 candidates, not all); the finalists are timed again
+            (TIMING_REPEATS runs), interleaved, on one fixed input
     decide  a pure function of the verdicts and their timings (median and quartiles of the runs): the fastest wins,
             except that a less accurate candidate must beat a more accurate one by AUTO_MIN_SPEEDUP to be worth its
             error. The decision is final unless, somewhere within the measured spread (each candidate anywhere
@@ -62,7 +63,7 @@ AUTO_MIN_SPEEDUP = 1.1
 FINALISTS = 2  # candidates alive at once: the others are dropped after one timed run (peak memory)
 EXACT_DB = 80.0  # PSNR vs fp32 above this: agreement within rounding (fp32 runtimes reach 100-160 dB)
 TIMING_REPEATS = 5  # interleaved runs of each finalist: their median and quartiles decide
-FIRST_ROUND_REPEATS = 3  # runs of each candidate as it is judged, before the slowest are dropped
+FIRST_ROUND_REPEATS = 3  # runs of the live candidates, timed together, before the slowest is dropped
 # A decision is final unless, with each finalist anywhere between its quartiles, another one would be faster than the
 # chosen one by more than this fraction. Otherwise the finalists are timed again after a quiet window, QUIET_ROUNDS
 # times at most.
@@ -470,17 +471,19 @@ def judge(setup: Setup) -> Judged:
             verdicts[label] = verdict
             continue
         contenders[label] = backend
-        verdicts[label] = dataclasses.replace(
-            verdict, timing=time_backends({label: backend}, x_bench, repeats=FIRST_ROUND_REPEATS)[label])
+        verdicts[label] = verdict
         if len(contenders) > FINALISTS:  # bounded memory: every live candidate holds its graph and arena
-            first_round = {k: verdicts[k].timing.median for k in contenders}
-            slowest = max(contenders, key=first_round.__getitem__)
+            # Timed together, interleaved: on a busy machine, times taken minutes apart are not comparable.
+            rematch = time_backends(contenders, x_bench, repeats=FIRST_ROUND_REPEATS)
+            for k, timing in rematch.items():
+                verdicts[k] = dataclasses.replace(verdicts[k], timing=timing)
+            slowest = max(contenders, key=lambda k: rematch[k].median)
             del contenders[slowest]
-            fastest = min(contenders, key=first_round.__getitem__)
+            fastest = min(contenders, key=lambda k: rematch[k].median)
             verdicts[slowest] = dataclasses.replace(
                 verdicts[slowest], verdict=TOO_SLOW,
-                reason=f"{first_round[slowest] / first_round[fastest]:.2f}x the time of {fastest} in a first "
-                       f"timed round; not among the {FINALISTS} timed again")
+                reason=f"{rematch[slowest].median / rematch[fastest].median:.2f}x the time of {fastest} timed "
+                       f"together; not among the {FINALISTS} timed again")
     judged = Judged(tuple(verdicts.values()), contenders, tuple(label for _, label in inputs), x_bench)
     return time_finalists(judged) if contenders else judged
 
