@@ -359,7 +359,7 @@ def _psnr_u8(a, b) -> float:
 
 
 # A whole tournament with its exports, in the background at the lowest priority: 34 s at load 5 on 2 cores, over
-# 300 s at load 20. The app's switch test (tests/test_app_runtimes.py) covers the same path in the default run.
+# 300 s at load 20. tests/test_app_runtimes.py's fallback switch test covers the same path in the default run.
 @pytest.mark.slow
 def test_translator_answers_on_torch_then_switches_to_the_chosen_runtime(tmp_path, preparer, monkeypatch):
     spec = make_tiny_model(tmp_path / "model", "upscale", seed=4)
