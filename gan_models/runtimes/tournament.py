@@ -42,9 +42,11 @@ from typing import Any
 
 import numpy as np
 
+import gan_models.runtimes.onnx_export as ox  # a module alias without importing the package (an import cycle)
+
 from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError, first_line
 from ..specs import ModelSpec
-from . import onnx_export as ox
+from ..tiling import requested_tile, run_array
 from .activity import yield_to_requests
 from .base import Backend
 from .cpu import cpu_signature
@@ -244,7 +246,7 @@ def _upscale_tile(spec: ModelSpec) -> int:
 
 def _judge_tile(spec: ModelSpec) -> int | None:
     """Tiles for upscalers (as users run them), the whole image for the others (InstanceNorm sees all of it)."""
-    return _upscale_tile(spec) if spec.task == "upscale" else None
+    return requested_tile(_upscale_tile(spec), spec.size_multiple) if spec.task == "upscale" else None
 
 
 def _key(spec: ModelSpec, state_sha: str, device: str, threads: int, names: Sequence[str]) -> dict[str, Any]:
@@ -291,8 +293,6 @@ def _judge_one(
     references: list[np.ndarray],
 ) -> tuple[Verdict, Backend | None]:
     """One candidate's verdict (CONTENDER when it keeps the quality bar) and its backend when it does."""
-    from ..pipeline import Translator
-
     entry = Verdict(runtime.name, precision)
     artifacts = setup.artifacts
     skipped = _not_built(runtime, precision, artifacts.module, device=setup.device, trained=setup.trained)
@@ -306,10 +306,10 @@ def _judge_one(
     except Exception as exc:  # noqa: BLE001 - a runtime's loader may raise anything; one candidate, not the tournament
         reason = f"{type(exc).__name__}: {first_line(exc)}"
         return dataclasses.replace(entry, verdict=EXPORT_FAILED, reason=reason), None
-    tile = _judge_tile(artifacts.spec)
-    translator = Translator(artifacts.spec, backend)
+    spec = artifacts.spec
+    tile = _judge_tile(spec)
     try:
-        psnrs = [ox.psnr_db(translator.run_array(x, tile=tile), ref, artifacts.spec.value_range)
+        psnrs = [ox.psnr_db(run_array(backend, x, spec, tile=tile), ref, spec.value_range)
                  for (x, _), ref in zip(inputs, references, strict=True)]
     except Exception as exc:  # noqa: BLE001 - a failing run disqualifies the candidate, whatever it raised
         reason = f"failed to run: {type(exc).__name__}: {first_line(exc)}"
@@ -451,14 +451,13 @@ def reusable(setup: Setup) -> bool:
 def judge(setup: Setup) -> Judged:
     """Phase 2: build, run and time every candidate; the FINALISTS fastest of those that keep the quality bar stay
     CONTENDERs, timed again together (interleaved); the others get their verdicts here."""
-    from ..pipeline import Translator
     from .torch_backend import TorchBackend
 
     spec = setup.spec
     inputs = ox.holdout_inputs(spec)
     tile = _judge_tile(spec)
-    reference = Translator(spec, TorchBackend(setup.module, device="cpu"))
-    references = [reference.run_array(x, tile=tile) for x, _ in inputs]
+    reference = TorchBackend(setup.module, device="cpu")
+    references = [run_array(reference, x, spec, tile=tile) for x, _ in inputs]
     _export_first(setup)
     verdicts: dict[str, Verdict] = {}
     contenders: dict[str, Backend] = {}
