@@ -27,24 +27,22 @@ from app import CUSTOM_CHOICE, Studio, build_demo
 from gan_models import custom, deploy
 from gan_models.cache import ModelCache
 
-from .conftest import app_settings, make_tiny_model, rgb_image, serve
-from .test_app import build_app_models
-from .test_custom import _Evil, _net, put
-from .test_deploy import stub_spaces
+from .conftest import (
+    SKETCH_ID,
+    STYLE_ID,
+    UPSCALE_ID,
+    Evil,
+    app_settings,
+    build_app_models,
+    make_tiny_model,
+    rgb_image,
+    serve,
+    stub_spaces,
+    tiny_net,
+    write_hub_models,
+)
 
-STYLE_ID = "me/tiny-cyclegan/checkpoints/style_x/latest_net_G.pth"
-SKETCH_ID = "me/tiny-pix2pix/latest_net_G.pth"
-UPSCALE_ID = "me/tiny-esrgan/RealESRGAN_x4.pth"
 MAX_WEIGHTS_MB = 2
-
-
-def write_hub_models(cache: Path) -> None:
-    """Tiny generators in their publishers' layouts, and three files the app must refuse."""
-    torch.save(_net("resnet_generator").state_dict(), put(cache, "me/tiny-cyclegan", STYLE_ID.split("/", 2)[2]))
-    torch.save(_net("unet_generator").state_dict(), put(cache, "me/tiny-pix2pix", "latest_net_G.pth"))
-    torch.save({"params_ema": _net("rrdbnet").state_dict()}, put(cache, "me/tiny-esrgan", "RealESRGAN_x4.pth"))
-    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(4, 4)}, put(cache, "me/bert", "model.bin"))
-    torch.save({"x": torch.zeros(800_000)}, put(cache, "me/huge", "model.pth"))  # 3.2 MB: over the 2 MB cap
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +99,7 @@ def test_custom_hub_id_in_each_tab(server, photo):
 def test_uploaded_weights_file_is_used_with_the_custom_entry(server, photo, tmp_path):
     client, _ = server
     weights = tmp_path / "4x_compact.safetensors"
-    save_file(_net("srvgg_compact", seed=3).state_dict(), weights)
+    save_file(tiny_net("srvgg_compact", seed=3).state_dict(), weights)
     size, info = _upscale(client, photo, CUSTOM_CHOICE, weights)
     assert size == (80, 56) and "4x_compact.safetensors" in info and "local file" in info
     rows = {row["id"]: row for row in client.predict(api_name="/models")}
@@ -128,7 +126,7 @@ def test_bad_custom_models_get_one_line_and_the_server_keeps_serving(server, pho
     weights = None
     if upload == "evil":
         weights = tmp_path / "evil.pth"
-        torch.save({"model.1.weight": torch.zeros(1), "x": _Evil()}, weights)
+        torch.save({"model.1.weight": torch.zeros(1), "x": Evil()}, weights)
     elif upload == "big":  # under the upload cap (4 MB), over the weights cap (2 MB)
         weights = tmp_path / "big.pth"
         torch.save({"x": torch.zeros(800_000)}, weights)
@@ -184,7 +182,7 @@ def _local_models(root: Path, count: int) -> list[str]:
     paths = []
     for i in range(count):
         path = root / f"net{i}.pth"
-        torch.save(_net("srvgg_compact", seed=i).state_dict(), path)
+        torch.save(tiny_net("srvgg_compact", seed=i).state_dict(), path)
         paths.append(str(path))
     return paths
 
