@@ -51,6 +51,7 @@ from gan_models import (
     get_spec,
     imaging,
     load_model,
+    zerogpu,
 )
 from gan_models.custom import SWITCH as custom_switch
 from gan_models.custom import WEIGHTS_SUFFIXES, file_safe_name, resolve_custom
@@ -294,7 +295,7 @@ class TranslatorCache:
 
 
 class _KnownSpecs(Mapping[str, ModelSpec]):
-    """TranslatorCache.known_specs(): what deploy.gpu_durations sizes a ZeroGPU reservation from, at request time."""
+    """TranslatorCache.known_specs(): what zerogpu.gpu_durations sizes a ZeroGPU reservation from, at request time."""
 
     def __init__(self, cache: TranslatorCache) -> None:
         self._cache = cache
@@ -461,6 +462,7 @@ class Studio:
     def __init__(self, *, specs: Mapping[str, ModelSpec], config: Settings) -> None:
         self.config = config
         self.cache = TranslatorCache(specs, settings=config)
+        self.gpu_runs = zerogpu.GpuLedger()  # what ZeroGPU calls did, brought back to this process
         self._out_dir: Path | None = None
         self._out_lock = threading.Lock()
 
@@ -475,7 +477,7 @@ class Studio:
 
     def default_model(self, task: str) -> str | None:
         ids = [spec.id for spec in self.specs.values() if spec.task == task]
-        if task == "upscale" and self.config.device != "cuda":
+        if task == "upscale" and self.config.device != "cuda" and not zerogpu.active():
             # RRDBNet x4 takes minutes per megapixel on a CPU; the compact bundled model takes seconds.
             bundled = [i for i in ids if self.specs[i].is_bundled]
             ids = bundled + [i for i in ids if i not in bundled]
@@ -499,12 +501,17 @@ class Studio:
         thread.start()
         return thread
 
-    @contextmanager
-    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
-               ) -> Iterator[Translator]:
-        """The translator `model` names, held loaded for the block: an offered id, a Hub id, or (model "custom")
-        the uploaded `weights_file` (the file drop's file_types refuse other suffixes). Visitors' text never
-        reaches this machine's files; uploads are local."""
+    def load(self, task: str, model: str | None, weights_file: str | None = None) -> Translator:
+        """Load the model a request names, in this process, and return its translator: on ZeroGPU the main process
+        does this before reserving a GPU (`zerogpu.gpu(prepare=...)`), so downloads and refusals happen here, and
+        the same one-line errors reach the client."""
+        with _user_errors(_named(model, weights_file)), self.cache.use(self._spec(model, task, weights_file)) as t:
+            return t
+
+    def _spec(self, model: str | None, task: str, weights_file: str | None) -> ModelSpec:
+        """The spec `model` names: an offered id, a Hub id, or (model "custom") the uploaded `weights_file` (the file
+        drop's file_types refuse other suffixes). Visitors' text never reaches this machine's files; uploads are
+        local."""
         if model == CUSTOM_CHOICE:
             if not self.config.custom_models:
                 self.cache.spec(CUSTOM_CHOICE)  # raises the switched-off message
@@ -518,9 +525,17 @@ class Studio:
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
             raise gr.Error(f"{_shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
                            + (f", or a custom {task} model" if self.config.custom_models else ""))
+        return spec
+
+    @contextmanager
+    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
+               ) -> Iterator[Translator]:
+        """The translator `model` names (see `_spec`), held loaded for the block; inside a ZeroGPU call, on the
+        GPU."""
+        spec = self._spec(model, task, weights_file)
         progress(0, desc=f"Loading {spec.title}")
         with self.cache.use(spec) as translator, serving():  # background preparation pauses meanwhile
-            yield translator
+            yield zerogpu.on_device(translator)
 
     def _info(self, requested: str, translator: Translator, backend: Backend, seconds: float,
               result: Image.Image) -> str:
@@ -704,14 +719,20 @@ class Studio:
             Custom rows say what was detected ("family", "arch"); one that could not be resolved has only its id,
             "available": false and the reason.
         """
-        rows = [_model_row(spec, *self.cache.status(spec), custom=False) for spec in self.specs.values()]
+        rows = [_model_row(spec, *self._status(spec), custom=False) for spec in self.specs.values()]
         for model_id, spec in self.cache.custom_specs():
             if isinstance(spec, ModelSpec):
-                rows.append(_model_row(spec, *self.cache.status(spec), custom=True))
+                rows.append(_model_row(spec, *self._status(spec), custom=True))
             else:
                 rows.append({"id": _shown(model_id), "custom": True, "available": False,
                              "status": f"unavailable: {first_line(spec)}"})
         return rows
+
+    def _status(self, spec: ModelSpec) -> tuple[bool, str]:
+        """The cache's status, and on ZeroGPU what the last GPU call with this model did."""
+        available, status = self.cache.status(spec)
+        run = self.gpu_runs.last_run(spec.id)
+        return available, status if run is None else f"{status} · {run.describe()}"
 
     def runtime(self) -> str:
         """Backend and device in use, for the Settings panel."""
@@ -730,7 +751,8 @@ class Studio:
         return (f"**Backend:** {self.config.backend} → {', '.join(backends)} · **Device:** {self.config.device} → "
                 f"{device} · **Hub:** {hub} · **Model runs at once:** {self.config.concurrency} · "
                 f"**Models kept loaded:** {self.config.max_models} · **Custom models:** {custom} · "
-                f"**Caches:** {caches}")
+                f"**Caches:** {caches}"
+                + (f" · **ZeroGPU:** {zerogpu.describe(self.gpu_runs)}" if zerogpu.active() else ""))
 
 
 def _model_row(spec: ModelSpec, available: bool, status: str, *, custom: bool) -> dict[str, Any]:
@@ -835,9 +857,15 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
     if warm:
         studio.warm_defaults()
     heavy = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
-    # A custom id is sized once it has been resolved; before that (its first call, or an upload) the duration
-    # functions fall back to their base reservation.
-    durations = deploy.gpu_durations(studio.cache.known_specs(), max_style_side=config.max_style_side)
+    # On ZeroGPU each handler's model is loaded (on the CPU) before the GPU is reserved, then sized from its own
+    # network for the reservation; the call's record comes back into studio.gpu_runs.
+    durations = zerogpu.gpu_durations(studio.cache.known_specs(), max_style_side=config.max_style_side,
+                                      preview_side=config.preview_side, ledger=studio.gpu_runs)
+
+    def on_gpu(handler: Callable[..., Any], task: str, model_arg: str) -> Callable[..., Any]:
+        return zerogpu.gpu(handler, duration=durations[handler.__name__], ledger=studio.gpu_runs,
+                           prepare=lambda **args: studio.load(task, args[model_arg], args["weights_file"]))
+
     light = {"concurrency_limit": None, "api_visibility": "private"}
 
     with gr.Blocks(title="GAN Image Studio", delete_cache=(3600, 3600)) as demo:
@@ -917,15 +945,15 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
             with gr.Accordion("/models as JSON", open=False):
                 models_json = gr.JSON(label="Models")
 
-        style_btn.click(deploy.gpu(studio.style_transfer, duration=durations["style_transfer"]),
+        style_btn.click(on_gpu(studio.style_transfer, "style", "style"),
                         [style_in, style_model, style_size, style_weights], [style_out, style_info],
                         api_name="style_transfer", js=_custom_id_js("style"), **heavy)
-        sketch_btn.click(deploy.gpu(studio.sketch_to_photo, duration=durations["sketch_to_photo"]),
+        sketch_btn.click(on_gpu(studio.sketch_to_photo, "sketch2photo", "model"),
                          [canvas, sketch_model, sketch_fit, sketch_weights], [sketch_out, sketch_info],
                          api_name="sketch_to_photo", js=_custom_id_js("sketch"), **heavy)
         edge_btn.click(studio.edges_from_photo, [edge_photo, sketch_model], canvas, api_name="edges_from_photo",
                        **light)
-        up_btn.click(deploy.gpu(studio.upscale, duration=durations["upscale"]),
+        up_btn.click(on_gpu(studio.upscale, "upscale", "model"),
                      [up_in, up_model, up_scale, up_tile, up_weights], [up_slider, up_file, up_info],
                      api_name="upscale", js=_custom_id_js("upscale"), **heavy)
         models_btn.click(studio.models, None, models_json, api_name="models", concurrency_limit=None).then(
@@ -970,7 +998,7 @@ def main(argv: list[str] | None = None) -> None:
     except GanModelsError as exc:
         parser.error(str(exc))
     # This imports `spaces` before CUDA is touched, as ZeroGPU requires.
-    if overrides := deploy.zerogpu_overrides():
+    if overrides := zerogpu.overrides():
         config = config.replace(**overrides)
     if args.mcp:
         config = config.replace(mcp=True)

@@ -2,7 +2,8 @@
 
 Library functions take explicit arguments; front doors (app, CLI, train.py, bench) build a `Settings` with
 `Settings.from_env()` once and pass its fields down. Hugging Face's own variables (HF_HUB_OFFLINE, HF_TOKEN,
-HF_ENDPOINT, HF_HOME, HF_HUB_CACHE) are read here too, at call time, so tests and Spaces can change them.
+HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, SPACES_ZERO_GPU) are read here too, at call time, so tests and Spaces can
+change them.
 
 Old names still work for a while and warn once: GAN_MODELS_TILE_BUDGET_MB → GAN_STUDIO_TILE_BUDGET_MB.
 """
@@ -160,6 +161,12 @@ def hub_offline(environ: Mapping[str, str] | None = None) -> bool:
     return is_truthy((os.environ if environ is None else environ).get("HF_HUB_OFFLINE"))
 
 
+def spaces_zero_gpu(environ: Mapping[str, str] | None = None) -> bool:
+    """SPACES_ZERO_GPU, which Hugging Face sets on ZeroGPU Spaces, is true (the `spaces` package's own Config
+    decides first; this is for packages without it)."""
+    return is_truthy((os.environ if environ is None else environ).get("SPACES_ZERO_GPU"))
+
+
 def hub_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
@@ -168,11 +175,12 @@ def hub_endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
-def hub_cache_dir() -> Path:
+def hub_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub, read at call time (not import time)."""
-    if cache := os.environ.get("HF_HUB_CACHE"):
+    environ = os.environ if environ is None else environ
+    if cache := environ.get("HF_HUB_CACHE"):
         return Path(cache)
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    home = environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
     return Path(home) / "hub"
 
 
