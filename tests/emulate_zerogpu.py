@@ -18,10 +18,9 @@ import json
 import sys
 import threading
 
+import gradio as gr
 import spaces  # first, before anything touches CUDA, as on a Space
 import spaces.zero.torch as zero_torch
-
-import gradio as gr
 
 import app
 from gan_models import zerogpu

@@ -8,6 +8,7 @@ launch, POST /schedule per call (a JSON ScheduleResponse: no queue), POST /allow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -235,3 +236,76 @@ def test_without_zerogpu_handlers_are_unchanged(monkeypatch):
 
     assert not zerogpu.active() and zerogpu.overrides() == {}
     assert zerogpu.gpu(handler, duration=60, prepare=lambda **_: None) is handler
+
+
+def test_the_package_decides_and_the_main_process_runs_torch_on_the_cpu(monkeypatch):
+    stub_spaces(monkeypatch)
+    assert zerogpu.active() and zerogpu.overrides() == {"backend": "torch", "device": "cpu"}
+    sys.modules["spaces"].config.Config.zero_gpu = False
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # the package's Config decides, not a stray variable
+    assert not zerogpu.active() and zerogpu.overrides() == {}
+    del sys.modules["spaces"].config  # an older package without Config: the variable (read in settings.py)
+    assert zerogpu.active()
+    monkeypatch.setenv("SPACES_ZERO_GPU", "false")
+    assert not zerogpu.active()
+
+
+# --- the duration function -------------------------------------------------------------------------------------------
+
+
+def test_gpu_seconds_add_start_transfer_compute_and_encoding(monkeypatch):
+    rrdb = SPECS["realesrgan-x4"]
+    size = zerogpu.spec_network_size(rrdb)
+    # RRDBNet: 2.24 MFLOP per output pixel (FlopCounterMode on the meta device), 67 MB of fp32 weights
+    assert size.flops_per_output_pixel == pytest.approx(2.24e6, rel=0.01)
+    assert size.weight_bytes == pytest.approx(67e6, rel=0.01)
+    assert all(zerogpu.spec_network_size(spec).flops_per_output_pixel > 1e4 for spec in SPECS.values())
+    out = 1024 * 1024 * 16  # a 1024² x4 upscale
+    expected = (zerogpu.GPU_START_S + size.weight_bytes / zerogpu.HOST_TO_DEVICE_BYTES_PER_S
+                + zerogpu.GPU_COMPUTE_MARGIN * size.flops_per_output_pixel * out / (zerogpu.GPU_EFFECTIVE_TFLOPS * 1e12)
+                + zerogpu.PNG_ENCODE_S_PER_MP * out / 1e6)
+    assert zerogpu.gpu_seconds(rrdb, out) == int(-(-expected // 1))
+    assert zerogpu.gpu_seconds(rrdb, out) < 60  # the goal for this case, on these estimates
+    assert zerogpu.gpu_seconds(rrdb, out, encoded_pixels=3 * out) > zerogpu.gpu_seconds(rrdb, out)
+    monkeypatch.setattr(zerogpu, "HOST_TO_DEVICE_BYTES_PER_S", 5e5)  # a slow bus: 134 s to move the weights
+    assert zerogpu.gpu_seconds(rrdb, 64 * 64) == zerogpu.GPU_MAX_S
+    assert zerogpu.gpu_seconds(None, out) == zerogpu.gpu_seconds(rrdb, None) == zerogpu.GPU_BASE_S
+
+
+def test_gpu_durations_follow_each_tab_and_the_loaded_network(tmp_path, monkeypatch, tiny_specs):
+    from gan_models import translator_for
+
+    big, small, wide = tmp_path / "big.png", tmp_path / "small.png", tmp_path / "wide.png"
+    Image.new("RGB", (2000, 2000)).save(big)
+    Image.new("RGB", (64, 64)).save(small)
+    Image.new("RGB", (2000, 1000)).save(wide)
+    monkeypatch.setattr(zerogpu, "GPU_EFFECTIVE_TFLOPS", 0.1)  # a slow GPU makes differences whole seconds
+    durations = zerogpu.gpu_durations(SPECS, max_style_side=1024, preview_side=2048)
+    up = durations["upscale"]
+    assert up(str(small), "realesrgan-x4") < up(str(big), "realesrgan-x4", 4, "auto") <= zerogpu.GPU_MAX_S
+    assert up(str(small), "default-upscale-x4") < up(str(small), "realesrgan-x4")
+    # the network's own output, and the PNGs written: the result at outscale and two previews of <= 2048²
+    pixels = 64 * 64 * 16
+    assert up(str(small), "realesrgan-x4", 2) == zerogpu.gpu_seconds(SPECS["realesrgan-x4"], pixels,
+                                                                      encoded_pixels=3 * 64 * 64 * 4)
+    assert up(None, "realesrgan-x4") == up(str(tmp_path / "missing.png"), "nope") == zerogpu.GPU_BASE_S
+    style, monet = durations["style_transfer"], SPECS["style-monet"]
+    assert style(str(wide), "style-monet", "original") == zerogpu.gpu_seconds(monet, 1024 * 512)
+    assert style(str(wide), "style-monet", "256") == zerogpu.gpu_seconds(monet, 512 * 256)
+    sketch, shoes = durations["sketch_to_photo"], SPECS["edges2shoes"]
+    canvas = {"background": None, "layers": [], "composite": Image.new("RGB", (512, 2048))}
+    assert sketch(canvas, "edges2shoes", True) == zerogpu.gpu_seconds(shoes, 256 * 1024)  # long side <= 4x
+    assert sketch(canvas, "edges2shoes", False) == zerogpu.gpu_seconds(shoes, 512 * 2048)
+    # an uploaded custom model is found by its file (the weights_file argument) and sized from the network the
+    # main process loaded, once the ledger has it
+    ledger, spec = zerogpu.GpuLedger(), tiny_specs["upscale"]
+    upload = str(spec.bundled)
+    uploaded = dataclasses.replace(spec, id=upload)
+    sized = zerogpu.gpu_durations({upload: uploaded}, max_style_side=64, ledger=ledger)["upscale"]
+    by_arch = sized(str(small), "custom", 4, "auto", upload)
+    assert by_arch == zerogpu.gpu_seconds(uploaded, pixels, encoded_pixels=3 * pixels) > zerogpu.GPU_START_S
+    translator = translator_for(uploaded, backend="torch", device="cpu")
+    learned = ledger.learn(upload, translator.backend.model, uploaded)
+    assert learned == zerogpu.spec_network_size(uploaded)  # the same network, counted from the loaded module
+    assert sized(str(small), "custom", 4, "auto", upload) == zerogpu.gpu_seconds(
+        uploaded, pixels, size=learned, encoded_pixels=3 * pixels)
