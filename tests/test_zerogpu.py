@@ -81,7 +81,7 @@ def _space_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO), **extra}
 
 
-@pytest.mark.slow
+@pytest.mark.zerogpu  # ~20-50 s (a whole app boot in a subprocess); essential: the issue's acceptance check
 def test_emulated_zerogpu_boot_is_clean_and_gpu_calls_report_back(tmp_path, device_api):
     pytest.importorskip("spaces", reason="CI installs it (requirements-dev.txt)")
     url, calls = device_api
@@ -135,6 +135,7 @@ def _cpu_error(tmp_path: Path, big: Path) -> str:
     return caught.value.message
 
 
+@pytest.mark.zerogpu
 def test_spaces_refusing_to_start_leaves_the_app_on_the_cpu(tmp_path):
     """SPACES_ZERO_GPU=true without the package's other settings: `import spaces` raises AssertionError."""
     pytest.importorskip("spaces", reason="CI installs it (requirements-dev.txt)")
