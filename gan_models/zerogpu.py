@@ -20,6 +20,7 @@ inside the call. Its constants are estimates: no GPU was lent when they were wri
 from __future__ import annotations
 
 import contextvars
+import copy
 import functools
 import inspect
 import logging
@@ -326,23 +327,25 @@ def gpu(
 
 
 def network_size(module: Any, spec: ModelSpec) -> NetworkSize | None:
-    """FLOPs per output pixel and weights bytes of a loaded network, counted on the meta device: its own weights
-    are replaced by empty meta tensors for the count (nothing is computed, copied or moved). None when the network
-    cannot run on the meta device."""
+    """FLOPs per output pixel and weights bytes of a loaded network, counted on a copy of it on the meta device
+    (its weights become empty meta tensors: nothing is computed or copied, and the network itself, which other
+    threads may be running or a GPU worker may be forking, is not touched). None when it cannot run on meta."""
     import torch
-    from torch.func import functional_call
     from torch.utils.flop_counter import FlopCounterMode
 
-    tensors = dict(module.named_parameters()) | dict(module.named_buffers())
-    weight_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
-    convs = [t for t in tensors.values() if t.ndim == 4]
+    tensors = [*module.parameters(), *module.buffers()]
+    weight_bytes = sum(t.numel() * t.element_size() for t in tensors)
+    convs = [t for t in tensors if t.ndim == 4]
     channels = convs[0].shape[1] if convs else 3
     side = -(-256 // spec.size_multiple) * spec.size_multiple  # deep U-Nets need 256 px (8 downsamplings)
-    meta = {name: torch.empty_like(t, device="meta") for name, t in tensors.items()}
+    meta: dict[int, Any] = {id(t): torch.nn.Parameter(torch.empty_like(t, device="meta"), t.requires_grad)
+                            if isinstance(t, torch.nn.Parameter) else torch.empty_like(t, device="meta")
+                            for t in tensors}
     try:
+        clone = copy.deepcopy(module, meta)
         x = torch.empty(1, channels, side, side, device="meta")
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            y = functional_call(module, meta, (x,))
+            y = clone(x)
     except Exception as exc:  # an estimate must never fail the request it is for
         logger.info("cannot count the FLOPs of %s on the meta device: %s", spec.id, first_line(exc))
         return None
