@@ -38,7 +38,7 @@ from typing import Any
 
 from .errors import GanModelsError, first_line
 from .imaging import IMAGE_SUFFIXES
-from .settings import hub_cache_dir, hub_offline
+from .settings import ENV, hub_cache_dir, hub_offline, process_environ
 from .specs import SPECS, ModelSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -593,7 +593,7 @@ def _upload(api: Any, plan: SpacePlan, repo_id: str, *, hardware: str | None, pr
             api.request_space_hardware(repo_id, hardware)
             if not hardware.startswith("cpu"):
                 # the Upscale tab starts on RRDBNet only when the device is cuda (see app.py default_model)
-                api.add_space_variable(repo_id, "GAN_STUDIO_DEVICE", "cuda")
+                api.add_space_variable(repo_id, ENV["device"], "cuda")
     except (HfHubHTTPError, httpx.HTTPError, OSError, ValueError) as exc:
         raise GanModelsError(f"publishing to Space {repo_id} failed: {first_line(exc)}") from exc
     out(f"published {len(plan.files)} files ({_human(plan.total_bytes)}) to "
@@ -620,7 +620,7 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def use_persistent_storage(
-    root: str | Path = "/data", environ: MutableMapping[str, str] = os.environ
+    root: str | Path = "/data", environ: MutableMapping[str, str] | None = None
 ) -> dict[str, str]:
     """Keep the ONNX cache, and Hub files downloaded at run time, on the Space's persistent storage, if it has any,
     without losing the files `preload_from_hub` put in the default Hub cache at build time.
@@ -634,14 +634,15 @@ def use_persistent_storage(
     Returns:
         {variable: folder} for what it set (empty when there is no writable `root`), for the settings panel.
     """
+    environ = process_environ() if environ is None else environ
     base = Path(root)
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
         return {}
     preloaded = hub_cache_dir(environ)
-    wanted = {"HF_HOME": base / ".huggingface", "GAN_STUDIO_ONNX_CACHE": base / "gan-studio" / "onnx"}
+    wanted = {ENV["hf_home"]: base / ".huggingface", ENV["onnx_cache"]: base / "gan-studio" / "onnx"}
     changed: dict[str, str] = {}
     for name, folder in wanted.items():
-        if environ.get(name) or (name == "HF_HOME" and environ.get("HF_HUB_CACHE")):
+        if environ.get(name) or (name == ENV["hf_home"] and environ.get(ENV["hub_cache"])):
             continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -649,7 +650,7 @@ def use_persistent_storage(
             continue  # a read-only mount behind a writable-looking folder: keep the default cache
         environ[name] = str(folder)
         changed[name] = str(folder)
-    if "HF_HOME" in changed:
+    if ENV["hf_home"] in changed:
         link_preloaded(preloaded, hub_cache_dir(environ))
     return changed
 

@@ -37,7 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import first_line
-from .settings import spaces_zero_gpu
+from .settings import zero_gpu
 from .specs import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def active() -> bool:
     flag = getattr(getattr(getattr(spaces, "config", None), "Config", None), "zero_gpu", None)
     if isinstance(flag, bool):
         return flag
-    return spaces_zero_gpu()
+    return zero_gpu()
 
 
 def overrides() -> dict[str, str]:
@@ -230,7 +230,7 @@ def on_device(translator: Any) -> Any:
             backend = TorchBackend(model, device=log.device)
             twin = Translator(translator.spec, backend, source=translator.source,
                               fallback_reason=translator.fallback_reason,
-                              tile_budget_mb=translator.tile_budget_bytes // 2**20)
+                              tile_budget_mb=translator.tile_budget_mb)
             _ON_DEVICE[translator] = twin
             log.moved_s = time.perf_counter() - start
     return twin
