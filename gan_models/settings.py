@@ -135,7 +135,7 @@ class Settings:
             the offered ones (GAN_STUDIO_PREPARE_CUSTOM); off: they run on torch.
         onnx_cache_mb: size cap of the ONNX cache; least recently used folders are pruned past it
             (GAN_STUDIO_ONNX_CACHE_MB).
-        zero_gpu: the Space says it runs on ZeroGPU (SPACES_ZERO_GPU; `deploy.zerogpu_active` asks the `spaces`
+        zero_gpu: the Space says it runs on ZeroGPU (SPACES_ZERO_GPU; `zerogpu.active` asks the `spaces`
             package first).
     """
 
@@ -242,11 +242,12 @@ def hub_endpoint() -> str | None:
     return os.environ.get(ENV["hub_endpoint"]) or None
 
 
-def hub_cache_dir() -> Path:
+def hub_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub, read at call time (not import time)."""
-    if cache := os.environ.get(ENV["hub_cache"]):
+    environ = os.environ if environ is None else environ
+    if cache := environ.get(ENV["hub_cache"]):
         return Path(cache)
-    home = os.environ.get(ENV["hf_home"]) or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    home = environ.get(ENV["hf_home"]) or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
     return Path(home) / "hub"
 
 
