@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import functools
 import importlib.util
+import inspect
 import logging
 import re
 import threading
@@ -224,11 +225,14 @@ def _user_errors(model_id: str | None = None) -> Iterator[None]:
 def _one_line(handler: Callable[..., Any]) -> Callable[..., Any]:
     """`handler` with every error it raises turned into one gr.Error line (see `_user_errors`)."""
 
-    @functools.wraps(handler)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         with _user_errors():
             return handler(*args, **kwargs)
 
+    # Its name, docstring and signature (the API and MCP descriptions) without __wrapped__: that marks a ZeroGPU call.
+    functools.update_wrapper(wrapped, handler)
+    wrapped.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
+    del wrapped.__wrapped__
     return wrapped
 
 
