@@ -22,6 +22,11 @@ class ImageTooLargeError(InvalidImageError):
     """An image over the pixel limit (decompression-bomb guard)."""
 
 
+class InvalidVideoError(GanModelsError, ValueError):
+    """A video that cannot be read or used: corrupt, no video stream, a still image, no frames, a codec we cannot
+    decode, or over the limits (length, frame size, file size)."""
+
+
 class WeightsUnavailableError(GanModelsError):
     """The weights file cannot be obtained: Hub unreachable and nothing cached or bundled."""
 

@@ -88,6 +88,7 @@ class Settings:
         max_models: loaded models kept in memory at once, least recently used dropped first
             (GAN_STUDIO_MAX_MODELS).
         custom_models: whether users may load models by Hub id, path or upload (GAN_STUDIO_CUSTOM_MODELS).
+        max_video_seconds: longest video clip the Video tab and the CLI take (GAN_STUDIO_MAX_VIDEO_SECONDS).
     """
 
     backend: str = "auto"
@@ -107,6 +108,7 @@ class Settings:
     max_weights_mb: int = 500
     max_models: int = 6
     custom_models: bool = True
+    max_video_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +148,7 @@ class Settings:
             max_weights_mb=get("max_weights_mb", int),
             max_models=max(1, get("max_models", int)),
             custom_models=get("custom_models", _flag),
+            max_video_seconds=get("max_video_seconds", float),
         )
 
     def replace(self, **changes: Any) -> Settings:
