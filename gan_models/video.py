@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import imaging
 from .errors import GanModelsError, InvalidVideoError, first_line
-from .files import atomic_write
+from .files import atomic_path
 from .flicker import FlickerReducer
 from .pipeline import TileArg, Translator
 from .settings import Settings
@@ -179,7 +180,41 @@ def output_size(translator: Translator, width: int, height: int, *, outscale: fl
     return model_in, (max(2, target[0] // 2 * 2), max(2, target[1] // 2 * 2))
 
 
-def translate_video(
+@dataclass(frozen=True)
+class VideoStep:
+    """Progress of `iter_translate_video`: frames written so far, the estimated total (None when unknown) and the
+    seconds since the job started."""
+
+    frames: int
+    total: int | None
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far; None when the total or the rate is unknown."""
+        if self.total is None or self.fps <= 0:
+            return None
+        return max(0.0, (self.total - self.frames) / self.fps)
+
+
+def translate_video(translator: Translator, src: str | Path, dst: str | Path, *,
+                    progress: VideoProgress | None = None, **options: Any) -> VideoResult:
+    """Translate or upscale every frame of `src` into an H.264 MP4 at `dst`; see `iter_translate_video` for the
+    options. `progress(frames done, estimated total or None)` is called after each batch; it may raise to cancel
+    (the exception propagates and no file is left)."""
+    for step in iter_translate_video(translator, src, dst, **options):
+        if isinstance(step, VideoResult):
+            return step
+        if progress is not None:
+            progress(step.frames, step.total)
+    raise AssertionError("iter_translate_video ended without a result")
+
+
+def iter_translate_video(
     translator: Translator,
     src: str | Path,
     dst: str | Path,
@@ -189,15 +224,17 @@ def translate_video(
     flicker_weight: float | None = None,
     tile: TileArg = "auto",
     batch: int = 4,
-    progress: VideoProgress | None = None,
     max_seconds: float = Settings.max_video_seconds,
     max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
     max_side: int | None = Settings.max_style_side,
     max_bytes: int | None = None,
     crf: int = 18,
     preset: str = "veryfast",
-) -> VideoResult:
-    """Translate or upscale every frame of `src` into an H.264 MP4 at `dst` (see the module docstring).
+) -> Iterator[VideoStep | VideoResult]:
+    """The video job as a generator: a VideoStep after each batch, the VideoResult last (see the module docstring).
+
+    Closing the generator early (a cancelled request) stops the job and removes the temporary file; `dst` is
+    written only when the last frame is encoded. One backend (the translator's at the start) runs the whole clip.
 
     Parameters:
         outscale: upscalers only (see `output_size`); ignored by style models.
@@ -205,8 +242,6 @@ def translate_video(
             sketch models, off for upscalers. flicker_weight: the blend weight (default flicker.DEFAULT_WEIGHT).
         batch: frames decoded before they go through the model together (the translator runs them one by one
             today: `run_array` takes batch 1; the batch bounds memory either way).
-        progress: called as progress(frames done, estimated total or None) after each batch; it may raise to
-            cancel (the exception propagates and no file is left).
         max_seconds, max_pixels, max_bytes: limits on the clip's length, frame size and file size.
         max_side: style models: long-side cap of the frames they see (Settings.max_style_side).
         crf, preset: libx264 quality and speed.
@@ -227,17 +262,20 @@ def translate_video(
     with _open(src) as container:
         info = _check(container, name, max_seconds=max_seconds, max_pixels=max_pixels)
         model_in, size = output_size(translator, info.width, info.height, outscale=outscale, max_side=max_side)
-        state = _Run(translator, model_in, size, tile,
-                     FlickerReducer(*(() if flicker_weight is None else (flicker_weight,))) if reduce_flicker else None)
-
-        def write(tmp: Path) -> None:
-            _transcode(container, tmp, state, info, name, batch=batch, progress=progress, max_seconds=max_seconds,
-                       max_pixels=max_pixels, crf=crf, preset=preset)
-
+        reducer = (FlickerReducer(*(() if flicker_weight is None else (flicker_weight,))) if reduce_flicker
+                   else None)
+        state = _Run(translator, model_in, size, tile, reducer)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(dst, write)
-    return VideoResult(dst, state.frames, size[0], size[1], info.fps, state.last_time, state.audio_note,
-                       reduce_flicker, time.perf_counter() - started, state.model_s)
+        with atomic_path(dst) as tmp:
+            steps = _transcode(container, tmp, state, info, name, batch=batch, max_seconds=max_seconds,
+                               max_pixels=max_pixels, crf=crf, preset=preset)
+            try:
+                for done in steps:
+                    yield VideoStep(done, info.frames or None, time.perf_counter() - started)
+            finally:
+                steps.close()  # closes the output container while its temporary file still exists
+    yield VideoResult(dst, state.frames, size[0], size[1], info.fps, state.last_time, state.audio_note,
+                      reduce_flicker, time.perf_counter() - started, state.model_s)
 
 
 class _Run:
@@ -246,6 +284,7 @@ class _Run:
     def __init__(self, translator: Translator, model_in: tuple[int, int], size: tuple[int, int], tile: TileArg,
                  reducer: FlickerReducer | None) -> None:
         self.translator = translator
+        self.backend = translator.backend  # one runtime for the whole clip, whatever a background switch does
         self.model_in = model_in
         self.size = size
         self.tile = tile
@@ -262,7 +301,7 @@ class _Run:
         value_range = self.translator.spec.value_range
         x = imaging.to_tensor_range(rgb.astype(np.float32) * np.float32(1 / 255), value_range)
         t0 = time.perf_counter()
-        y = self.translator.run_array(x, tile=self.tile)
+        y = self.translator.run_array(x, tile=self.tile, backend=self.backend)
         self.model_s += time.perf_counter() - t0
         out = imaging.from_tensor_range(y, value_range)
         del y
@@ -291,8 +330,8 @@ def _decode(container: av.container.InputContainer, streams: list[av.stream.Stre
 
 
 def _transcode(container: av.container.InputContainer, tmp: Path, state: _Run, info: VideoInfo, name: str, *,
-               batch: int, progress: VideoProgress | None, max_seconds: float, max_pixels: int, crf: int,
-               preset: str) -> None:
+               batch: int, max_seconds: float, max_pixels: int, crf: int, preset: str) -> Iterator[int]:
+    """Decode, translate and encode into `tmp`; yields the frames done after each batch."""
     vin = container.streams.video[0]
     vin.thread_type = "AUTO"
     ain = container.streams.audio[0] if container.streams.audio else None
@@ -312,8 +351,6 @@ def _transcode(container: av.container.InputContainer, tmp: Path, state: _Run, i
 
         def flush() -> None:
             nonlocal last_pts
-            if not pending:
-                return
             for frame in pending:
                 result = av.VideoFrame.from_ndarray(state.translate(frame.to_ndarray(format="rgb24")), format="rgb24")
                 pts = last_pts + 1 if frame.pts is None else max(frame.pts, last_pts + 1)  # VFR: kept as they are
@@ -323,8 +360,6 @@ def _transcode(container: av.container.InputContainer, tmp: Path, state: _Run, i
                     out.mux(packet)
             state.frames += len(pending)
             pending.clear()
-            if progress is not None:
-                progress(state.frames, info.frames or None)
 
         for item in _decode(container, streams, name):
             if isinstance(item, av.Packet):
@@ -342,7 +377,10 @@ def _transcode(container: av.container.InputContainer, tmp: Path, state: _Run, i
             pending.append(item)
             if len(pending) >= batch:
                 flush()
-        flush()
+                yield state.frames
+        if pending:
+            flush()
+            yield state.frames
         if state.frames == 0:
             raise InvalidVideoError(f"{name} has no video frames")
         for packet in vout.encode():

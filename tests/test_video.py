@@ -282,3 +282,17 @@ def test_cli_treats_videos_like_images(tiny_specs, tmp_path, capsys):
     assert read_clip(out / "anim_tiny-upscale.mp4")["frames"] == 3
     assert "broken.webm is not a video file we can read" in err and "frame/s" in err
     assert "4 frames, 64x48" in err
+
+
+def test_closing_the_job_early_stops_it_and_leaves_no_file(style, tmp_path):
+    from gan_models.video import VideoResult, VideoStep, iter_translate_video
+
+    src = make_clip(tmp_path / "clip.mp4", frames=9)
+    steps = iter_translate_video(style, src, tmp_path / "out.mp4", batch=3)
+    first = next(steps)
+    assert isinstance(first, VideoStep) and (first.frames, first.total) == (3, 9)
+    assert first.fps > 0 and first.eta_s is not None
+    steps.close()  # what a cancelled request does to its handler's generator
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    *progress, last = iter_translate_video(style, src, tmp_path / "out.mp4", batch=3)
+    assert [p.frames for p in progress] == [3, 6, 9] and isinstance(last, VideoResult) and last.frames == 9
