@@ -64,6 +64,7 @@ from gan_models.runtimes import (
     tune_malloc,
 )
 from gan_models.settings import hub_cache_dir, hub_offline, user_cache_dir
+from gan_models.video import VideoResult, iter_translate_video
 
 logger = logging.getLogger("gan_studio")
 
@@ -468,9 +469,10 @@ class Studio:
     def specs(self) -> dict[str, ModelSpec]:
         return self.cache.specs
 
-    def choices(self, task: str) -> list[tuple[str, str]]:
-        """The task's offered models as (title, id), then the custom entry when custom models are on."""
-        offered = [(spec.title, spec.id) for spec in self.specs.values() if spec.task == task]
+    def choices(self, task: str | tuple[str, ...]) -> list[tuple[str, str]]:
+        """The task's (or tasks') offered models as (title, id), then the custom entry when custom models are on."""
+        tasks = (task,) if isinstance(task, str) else task
+        offered = [(spec.title, spec.id) for t in tasks for spec in self.specs.values() if spec.task == t]
         return offered + ([(CUSTOM_LABEL, CUSTOM_CHOICE)] if self.config.custom_models else [])
 
     def default_model(self, task: str) -> str | None:
@@ -500,8 +502,8 @@ class Studio:
         return thread
 
     @contextmanager
-    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
-               ) -> Iterator[Translator]:
+    def _model(self, model: str | None, task: str | tuple[str, ...], progress: gr.Progress,
+               weights_file: str | None = None) -> Iterator[Translator]:
         """The translator `model` names, held loaded for the block: an offered id, a Hub id, or (model "custom")
         the uploaded `weights_file` (the file drop's file_types refuse other suffixes). Visitors' text never
         reaches this machine's files; uploads are local."""
@@ -514,8 +516,9 @@ class Studio:
             spec = self.cache.spec(str(weights_file), allow_local=True)
         else:
             spec = self.cache.spec(model or "")
-        if spec.task != task:
+        if spec.task not in ((task,) if isinstance(task, str) else task):
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
+            task = task if isinstance(task, str) else " or ".join(task)
             raise gr.Error(f"{_shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
                            + (f", or a custom {task} model" if self.config.custom_models else ""))
         progress(0, desc=f"Loading {spec.title}")
@@ -552,16 +555,19 @@ class Studio:
         clicked twice) could serve each other a half-written file. A file path is copied into Gradio's cache
         atomically instead.
         """
+        return str(imaging.save_png(img, self._output_path(stem, ".png")))
+
+    def _output_path(self, stem: str, suffix: str) -> Path:
+        """A unique path for a result file in this app's output folder; files older than an hour are removed."""
         with self._out_lock:
             if self._out_dir is None:
                 self._out_dir = Path(tempfile.mkdtemp(prefix="gan-studio-"))
             cutoff = time.time() - 3600  # Gradio keeps its own copy for the browser; ours only has to outlive it
-            for old in self._out_dir.glob("*.png"):
-                if old.stat().st_mtime < cutoff:
+            for old in self._out_dir.glob("*"):
+                if old.suffix in (".png", ".mp4") and old.stat().st_mtime < cutoff:
                     old.unlink(missing_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:60] or "image"
-        path = self._out_dir / f"{safe}-{uuid.uuid4().hex[:12]}.png"
-        return str(imaging.save_png(img, path))
+        return self._out_dir / f"{safe}-{uuid.uuid4().hex[:12]}{suffix}"
 
     # --- handlers (their names and docstrings are the API and MCP descriptions) -----------------------------------
 
@@ -695,6 +701,58 @@ class Studio:
         previews = (self._write_png(before, "before"), self._write_png(after, "after"))
         return previews, path, self._info(model, translator, backend, seconds, result)
 
+    def video(
+        self,
+        video: str | None,
+        model: str,
+        outscale: int = 4,
+        reduce_flicker: bool = True,
+        weights_file: str | None = None,
+        progress: gr.Progress = gr.Progress(),
+    ) -> Iterator[tuple[Any, str]]:
+        """Restyle or upscale every frame of a video clip; the result is an H.264 MP4 with the clip's audio.
+
+        Args:
+            video: the clip (MP4, WebM, MOV, MKV or animated GIF; at most GAN_STUDIO_MAX_VIDEO_SECONDS long).
+            model: a style or upscale model id (see /models), a Hugging Face Hub id of a generator, or "custom"
+                with `weights_file`.
+            outscale: upscalers only: 2, 3 or 4 times the frame size; a style model keeps the frame size (capped
+                like the style tab's "original") and ignores it.
+            reduce_flicker: blend each frame with the previous result moved along the optical flow (on for style
+                models in the UI; frame by frame when off).
+            weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
+
+        Returns:
+            The MP4 (same frame count, rate and timestamps as the clip; even frame size) and an info line.
+        """
+        if video is None:
+            raise gr.Error("Upload a video first")
+        try:
+            scale = float(outscale)
+        except (TypeError, ValueError):
+            raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
+        with _user_errors(_named(model, weights_file)), \
+                self._model(model, ("style", "upscale"), progress, weights_file) as translator:
+            upscaler = translator.spec.task == "upscale"
+            path = self._output_path(f"{Path(str(video)).stem}_{file_safe_name(translator.spec.id)}", ".mp4")
+            for step in iter_translate_video(
+                translator, video, path, outscale=scale, reduce_flicker=bool(reduce_flicker),
+                max_seconds=self.config.max_video_seconds, max_side=self.config.max_style_side,
+                max_pixels=self.config.max_upscale_pixels if upscaler else self.config.max_input_pixels,
+            ):
+                if isinstance(step, VideoResult):
+                    result = step
+                    break
+                eta = "" if step.eta_s is None else f", about {step.eta_s:.0f} s left"
+                progress((step.frames, step.total), desc=f"{step.fps:.2f} frames/s{eta}", unit="frames")
+                yield gr.skip(), f"{step.frames} frames done ({step.fps:.2f} frames/s{eta})"
+        backend = translator.backend
+        runtime = backend.name if backend.precision == "fp32" else f"{backend.name} {backend.precision}"
+        line = f"**{translator.spec.title}** (`{_shown(translator.spec.id)}`) · {runtime} · {result.summary()}"
+        if translator.fallback_reason is not None:
+            line += f"\n\n⚠️ {translator.fallback_reason}"
+        yield str(result.path), line
+
     def models(self) -> list[dict[str, Any]]:
         """Every model the app offers, then the custom models tried lately: id, title, task, custom, family,
         arch, bundled, available, status, hub repo, licence.
@@ -790,7 +848,8 @@ def _canvas_example(path: Path) -> dict[str, Any] | None:
     return {"background": str(path), "layers": [], "composite": str(path)} if path.is_file() else None
 
 
-def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tuple[gr.Dropdown, gr.File]:
+def _model_picker(studio: Studio, task: str | tuple[str, ...], *, label: str, prefix: str
+                  ) -> tuple[gr.Dropdown, gr.File]:
     """A tab's model dropdown and, behind its "Custom model…" entry, a Hub id field and a weights-file drop.
 
     The dropdown accepts any value so that API callers can pass a Hub id as `model`; in the browser the run
@@ -798,7 +857,8 @@ def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tupl
     `weights_file` argument.
     """
     custom = studio.config.custom_models
-    dropdown = gr.Dropdown(studio.choices(task), value=studio.default_model(task), label=label,
+    first = task if isinstance(task, str) else task[0]
+    dropdown = gr.Dropdown(studio.choices(task), value=studio.default_model(first), label=label,
                            allow_custom_value=True, elem_id=f"{prefix}-model")
     with gr.Group(visible=False) as group:
         gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
@@ -910,6 +970,21 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                 gr.Examples(_examples([[EXAMPLES_DIR / "small_landscape.png"], [EXAMPLES_DIR / "logo_rgba.png"],
                                        [EXAMPLES_DIR / "gray16.png"]]), inputs=[up_in])
 
+            with gr.Tab("Video", id="video"):
+                with gr.Row():
+                    with gr.Column():
+                        video_in = gr.Video(label=f"Clip (up to {config.max_video_seconds:g} s)", sources=["upload"],
+                                            elem_id="video-input")
+                        video_model, video_weights = _model_picker(studio, ("style", "upscale"), label="Model",
+                                                                   prefix="video")
+                        with gr.Row():
+                            video_scale = gr.Radio([2, 3, 4], value=4, label="Output scale (upscalers)")
+                            video_flicker = gr.Checkbox(True, label="Reduce flicker")
+                        video_btn = gr.Button("Process video", variant="primary", elem_id="video-run")
+                    with gr.Column():
+                        video_out = gr.Video(label="Result", interactive=False, elem_id="video-output")
+                        video_info = gr.Markdown(elem_id="video-info")
+
         with gr.Accordion("Settings and models", open=False):
             runtime_md = gr.Markdown()
             models_md = gr.Markdown()
@@ -928,6 +1003,13 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
         up_btn.click(deploy.gpu(studio.upscale, duration=durations["upscale"]),
                      [up_in, up_model, up_scale, up_tile, up_weights], [up_slider, up_file, up_info],
                      api_name="upscale", js=_custom_id_js("upscale"), **heavy)
+        video_btn.click(deploy.gpu(studio.video, duration=deploy.GPU_MAX_S),
+                        [video_in, video_model, video_scale, video_flicker, video_weights], [video_out, video_info],
+                        api_name="video", js=_custom_id_js("video"), **heavy)
+        # flicker reduction is for style models; an upscaler's default is frame by frame
+        video_model.change(lambda m: gr.Checkbox(value=studio.specs.get(m) is None
+                                                 or studio.specs[m].task != "upscale"),
+                           video_model, video_flicker, api_visibility="private", queue=False)
         models_btn.click(studio.models, None, models_json, api_name="models", concurrency_limit=None).then(
             models_table, models_json, models_md, api_name="models_table", **light)
         demo.load(studio.runtime, None, runtime_md, api_name="runtime", **light).then(

@@ -23,7 +23,7 @@ from gan_models import SPECS, GanModelsError, HubFile, ModelSpec, Settings, Weig
 
 from .conftest import app_settings, make_tiny_model, rgb_image, serve
 
-PUBLIC_ENDPOINTS = {"/style_transfer", "/sketch_to_photo", "/upscale", "/models"}
+PUBLIC_ENDPOINTS = {"/style_transfer", "/sketch_to_photo", "/upscale", "/video", "/models"}
 MAX_UPSCALE_PIXELS = 120_000
 
 
