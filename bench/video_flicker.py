@@ -1,6 +1,7 @@
 """Flicker of frame-by-frame style transfer, and what gan_models.flicker does about it, on clips made from photos.
 
     python -m bench.video_flicker [--photo PATH] [--size 480x320] [--seconds 2.5] [--fps 24] [--weight 0.6]
+                                  [--clips still,pan,zoom]
 
 Three clips from one real photo (default: a scene of ../shared/data/sr/train), each `--seconds` long:
   still  the same view every frame, with fresh Gaussian sensor noise (sigma 4/255) per frame;
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=int, default=24)
     parser.add_argument("--weight", type=float, default=None, help="blend weight (default: flicker.DEFAULT_WEIGHT)")
     parser.add_argument("--model", default="default-style")
+    parser.add_argument("--clips", default="still,pan,zoom", help="which clips, comma-separated")
     args = parser.parse_args(argv)
 
     from PIL import Image
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| clip | change, frame by frame | change, reduced | ratio | warp error, frame by frame | "
           "warp error, reduced | PSNR vs frame by frame (mean / worst) | flow + blend ms/frame |")
     print("|---|---|---|---|---|---|---|---|")
-    for kind in ("still", "pan", "zoom"):
+    for kind in args.clips.split(","):
         frames, boxes = make_frames(photo, kind, n, size)
         raw, reduced, spent = [], [], 0.0
         reducer = FlickerReducer(weight)

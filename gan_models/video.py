@@ -159,6 +159,18 @@ def _check_size(src: str | Path, max_bytes: int | None) -> None:
         raise InvalidVideoError(f"{_name(src)} is {size / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:.0f} MB")
 
 
+def _quarter_turns(src: str | Path) -> int:
+    """Counter-clockwise quarter turns that show the clip upright (its display matrix, as phones record it),
+    read from the first frame; 0 when none or unreadable (the main pass then reports the error)."""
+    try:
+        with _open(src) as container:
+            for frame in container.decode(video=0):
+                return round(frame.rotation / 90) % 4
+    except (InvalidVideoError, av.FFmpegError, OSError):
+        return 0
+    return 0
+
+
 def output_size(translator: Translator, width: int, height: int, *, outscale: float | None,
                 max_side: int | None) -> tuple[tuple[int, int], tuple[int, int]]:
     """((model input W, H), (result W, H)) for a clip of `width` x `height`.
@@ -261,7 +273,8 @@ def iter_translate_video(
         reduce_flicker = translator.spec.task != "upscale"
     with _open(src) as container:
         info = _check(container, name, max_seconds=max_seconds, max_pixels=max_pixels)
-        model_in, size = output_size(translator, info.width, info.height, outscale=outscale, max_side=max_side)
+        upright = (info.height, info.width) if _quarter_turns(src) % 2 else (info.width, info.height)
+        model_in, size = output_size(translator, *upright, outscale=outscale, max_side=max_side)
         reducer = (FlickerReducer(*(() if flicker_weight is None else (flicker_weight,))) if reduce_flicker
                    else None)
         state = _Run(translator, model_in, size, tile, reducer)
@@ -352,7 +365,10 @@ def _transcode(container: av.container.InputContainer, tmp: Path, state: _Run, i
         def flush() -> None:
             nonlocal last_pts
             for frame in pending:
-                result = av.VideoFrame.from_ndarray(state.translate(frame.to_ndarray(format="rgb24")), format="rgb24")
+                rgb = frame.to_ndarray(format="rgb24")
+                if turns := round(frame.rotation / 90) % 4:  # upright pixels out, no display matrix
+                    rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+                result = av.VideoFrame.from_ndarray(state.translate(rgb), format="rgb24")
                 pts = last_pts + 1 if frame.pts is None else max(frame.pts, last_pts + 1)  # VFR: kept as they are
                 result.pts, result.time_base = pts, time_base
                 last_pts = pts

@@ -29,8 +29,10 @@ def frame_pixels(i: int, width: int, height: int) -> np.ndarray:
 
 
 def make_clip(path: Path, *, frames: int = 6, size: tuple[int, int] = (64, 48), fps: int = 12,
-              audio: bool = True, pts: list[int] | None = None, time_base: Fraction | None = None) -> Path:
-    """Write a clip in the container of `path`'s suffix (see FORMATS); `pts` (in `time_base`) makes it VFR.
+              audio: bool = True, pts: list[int] | None = None, time_base: Fraction | None = None,
+              rotation: int = 0) -> Path:
+    """Write a clip in the container of `path`'s suffix (see FORMATS); `pts` (in `time_base`) makes it VFR;
+    `rotation` (degrees counter-clockwise) is a display matrix, as a phone held upright writes it.
 
     The audio track is a 440 Hz tone as long as the video."""
     codec, pix_fmt, audio_codec = FORMATS[path.suffix]
@@ -38,6 +40,8 @@ def make_clip(path: Path, *, frames: int = 6, size: tuple[int, int] = (64, 48), 
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=fps)
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        if rotation:
+            video.set_display_rotation(rotation)
         tb = time_base or Fraction(1, fps)
         video.codec_context.time_base = tb
         stream = out.add_stream(audio_codec, rate=48000) if audio and audio_codec else None

@@ -296,3 +296,12 @@ def test_closing_the_job_early_stops_it_and_leaves_no_file(style, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
     *progress, last = iter_translate_video(style, src, tmp_path / "out.mp4", batch=3)
     assert [p.frames for p in progress] == [3, 6, 9] and isinstance(last, VideoResult) and last.frames == 9
+
+
+def test_phone_rotation_is_applied_to_the_pixels(style, tmp_path):
+    src = make_clip(tmp_path / "portrait.mov", frames=3, size=(64, 48), rotation=90, audio=False)
+    result = translate_video(style, src, tmp_path / "out.mp4", reduce_flicker=False)
+    assert (result.width, result.height) == (48, 64)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        frame = next(c.decode(video=0))
+    assert (frame.width, frame.height, frame.rotation) == (48, 64, 0)
