@@ -64,6 +64,7 @@ from gan_models.runtimes import (
     tune_malloc,
 )
 from gan_models.settings import hub_cache_dir, hub_offline, user_cache_dir
+from gan_models.tiling import parse_tile
 from gan_models.video import VideoResult, iter_translate_video
 
 logger = logging.getLogger("gan_studio")
@@ -370,6 +371,57 @@ class SketchInput(gr.Sketchpad):
         return imaging.merge_image(rgb, None, dataclasses.replace(meta, grayscale=False, has_alpha=False,
                                                                   bit_depth=8))
 
+    def api_info_as_input(self) -> dict[str, Any]:
+        """The canvas value as the API and MCP take it: image files for "background" and "composite".
+
+        Gradio's own schema wraps each file in `anyOf [FileData $ref, null]` under nested $defs: its MCP server then
+        leaves a $ref that points nowhere (an invalid schema) and does not turn a file URL sent there into a file.
+        Files inlined at a fixed place are what it converts. Layers are left out: the handler never reads them.
+        """
+        file = _inlined_file_schema()
+        return {
+            "title": "EditorData",
+            "type": "object",
+            "properties": {
+                "background": {**file, "description": "the drawing (black strokes on white): an image file"},
+                "composite": {**file, "description": "optional: used instead of the background when given"},
+            },
+        }
+
+
+def _inlined_file_schema() -> dict[str, Any]:
+    """Gradio's FileData schema with its one $ref ("meta") inlined and no $defs, to nest in another schema."""
+    schema = FileData.model_json_schema()
+    defs = schema.pop("$defs")
+    schema.pop("description", None)
+    schema["properties"]["meta"] = defs[schema["properties"]["meta"]["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+class ModelDropdown(gr.Dropdown):
+    """gr.Dropdown for a model id, built with allow_custom_value=True: its API schema takes any id.
+
+    Gradio declares a dropdown's choices as an enum even when custom values are allowed, so a schema-checking MCP
+    client would refuse a Hub id; here the choices are examples.
+    """
+
+    def get_block_name(self) -> str:
+        return "dropdown"
+
+    def api_info(self) -> dict[str, Any]:
+        return {"type": "string", "examples": [value for _, value in self.choices]}
+
+
+class IntegerRadio(gr.Radio):
+    """gr.Radio of integer choices whose API schema says integer (Gradio declares every Radio a string, so that
+    choices [2, 3, 4] made a schema that no value satisfies)."""
+
+    def get_block_name(self) -> str:
+        return "radio"
+
+    def api_info(self) -> dict[str, Any]:
+        return {**super().api_info(), "type": "integer"}
+
 
 def for_display(img: Image.Image) -> Image.Image:
     """An 8-bit copy the browser shows correctly (16-bit PNGs come out white in Gradio's viewer); keeps alpha."""
@@ -406,17 +458,6 @@ def _resize_short_side(img: Image.Image, side: int) -> Image.Image:
     w, h = img.size
     k = min(side / min(w, h), MAX_ASPECT * side / max(w, h))
     return _resized(img, (max(1, round(w * k)), max(1, round(h * k))))
-
-
-def _parse_tile(tile: str | int | None) -> int | str | None:
-    if tile in (None, "none", "None", 0, "0"):
-        return None
-    if tile == "auto":
-        return "auto"
-    try:
-        return int(tile)
-    except (TypeError, ValueError):
-        raise gr.Error(f"tile must be auto, none or a number of pixels, not {tile!r}") from None
 
 
 def _progress_callback(progress: gr.Progress) -> Callable[[int, int], None]:
@@ -570,6 +611,7 @@ class Studio:
         return self._out_dir / f"{safe}-{uuid.uuid4().hex[:12]}{suffix}"
 
     # --- handlers (their names and docstrings are the API and MCP descriptions) -----------------------------------
+    # Gradio reads the first line of each argument only (and each Returns line as one item): keep them one line.
 
     def style_transfer(
         self, image: str | None, style: str, output_size: str = "original", weights_file: str | None = None,
@@ -577,10 +619,11 @@ class Studio:
     ) -> tuple[str, str]:
         """Repaint a photo in another style with a CycleGAN generator.
 
+        A Hub id is owner/name[/file.pth][@revision][#network][?range=0,1].
+
         Args:
             image: the photo (any size; alpha, grayscale and 16-bit are kept).
-            style: a style model id (see /models, task "style"), a Hugging Face Hub id of a CycleGAN generator
-                (owner/name[/file.pth][@revision][#network][?range=0,1]), or "custom" with `weights_file`.
+            style: a style model id (see the models tool), a Hugging Face Hub id of a CycleGAN generator, or "custom".
             output_size: "original" (capped at the app's size limit), "512" or "256" (short side in pixels).
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `style` is "custom".
 
@@ -611,13 +654,13 @@ class Studio:
     ) -> tuple[str, str]:
         """Turn a sketch (black strokes on white) or an edge map into a photo with a Pix2Pix generator.
 
+        A Hub id is owner/name[/file.pth][@revision][#network]. When resized, the long side stays at most 4 times
+        the training size.
+
         Args:
-            sketch: the canvas value {"background", "layers", "composite"}; the composite (else the background)
-                is used, so API callers may send {"background": <image file>, "layers": [], "composite": None}.
-            model: a sketch-to-photo model id (see /models, task "sketch2photo"), a Hugging Face Hub id of a Pix2Pix
-                generator, or "custom" with `weights_file`.
-            fit_to_model: resize the drawing so its short side is the model's training size (256 px), the long side
-                at most 4 times that.
+            sketch: the canvas value: {"background": <image file>}; its "composite", when given, is used instead.
+            model: a sketch model id (see the models tool), a Hugging Face Hub id of a Pix2Pix generator, or "custom".
+            fit_to_model: resize the drawing so its short side is the model's training size (256 px).
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
         Returns:
@@ -667,11 +710,12 @@ class Studio:
     ) -> tuple[tuple[str, str], str, str]:
         """Upscale an image with an SRGAN-family generator; alpha, grayscale, 16-bit, ICC and EXIF are kept.
 
+        A Hub id is owner/name[/file.pth][@revision][#network], e.g. owner/name/RealESRGAN_x4plus.pth.
+
         Args:
             image: the image to upscale (at most the app's upscale pixel limit).
-            model: an upscale model id (see /models, task "upscale"), a Hugging Face Hub id of a super-resolution
-                generator (e.g. owner/name/RealESRGAN_x4plus.pth), or "custom" with `weights_file`.
-            outscale: 2, 3 or 4: the result is exactly this many times the input size.
+            model: an upscale model id (see the models tool), a Hugging Face Hub id of an SR generator, or "custom".
+            outscale: 2, 3 or 4 (an integer): the result is exactly this many times the input size.
             tile: "auto", "none" or a tile size in input pixels ("128", "256", "512").
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
@@ -686,7 +730,8 @@ class Studio:
             raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
         if not 1 <= scale <= 8:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
-        tile_arg = _parse_tile(tile)
+        with _user_errors():
+            tile_arg = parse_tile(tile)
         named = _named(model, weights_file)
         with _user_errors(named), self._model(model, "upscale", progress, weights_file) as translator:
             start = time.perf_counter()
@@ -755,12 +800,11 @@ class Studio:
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the app offers, then the custom models tried lately: id, title, task, custom, family,
-        arch, bundled, available, status, hub repo, licence.
+        arch, bundled, available, status, hub repo, licence. Custom rows say what was detected ("family", "arch");
+        one that could not be resolved has only its id, "available": false and the reason.
 
         Returns:
             A JSON list; "available" is false for models whose weights failed to load (the reason is in "status").
-            Custom rows say what was detected ("family", "arch"); one that could not be resolved has only its id,
-            "available": false and the reason.
         """
         rows = [_model_row(spec, *self.cache.status(spec), custom=False) for spec in self.specs.values()]
         for model_id, spec in self.cache.custom_specs():
@@ -858,8 +902,8 @@ def _model_picker(studio: Studio, task: str | tuple[str, ...], *, label: str, pr
     """
     custom = studio.config.custom_models
     first = task if isinstance(task, str) else task[0]
-    dropdown = gr.Dropdown(studio.choices(task), value=studio.default_model(first), label=label,
-                           allow_custom_value=True, elem_id=f"{prefix}-model")
+    dropdown = ModelDropdown(studio.choices(task), value=studio.default_model(first), label=label,
+                             allow_custom_value=True, elem_id=f"{prefix}-model")
     with gr.Group(visible=False) as group:
         gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
                    placeholder="owner/name[/file.pth][@revision][#network][?range=0,1]")
@@ -959,7 +1003,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                                            sources=["upload", "clipboard"], elem_id="upscale-input")
                         up_model, up_weights = _model_picker(studio, "upscale", label="Model", prefix="upscale")
                         with gr.Row():
-                            up_scale = gr.Radio([2, 3, 4], value=4, label="Output scale")
+                            up_scale = IntegerRadio([2, 3, 4], value=4, label="Output scale")
                             up_tile = gr.Dropdown(TILE_CHOICES, value="auto", label="Tile size")
                         up_btn = gr.Button("Upscale", variant="primary", elem_id="upscale-run")
                     with gr.Column():
@@ -978,7 +1022,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                         video_model, video_weights = _model_picker(studio, ("style", "upscale"), label="Model",
                                                                    prefix="video")
                         with gr.Row():
-                            video_scale = gr.Radio([2, 3, 4], value=4, label="Output scale (upscalers)")
+                            video_scale = IntegerRadio([2, 3, 4], value=4, label="Output scale (upscalers)")
                             video_flicker = gr.Checkbox(True, label="Reduce flicker")
                         video_btn = gr.Button("Process video", variant="primary", elem_id="video-run")
                     with gr.Column():
