@@ -1,6 +1,6 @@
 """Video throughput: frames/s end to end, against frames x the model's own time per frame.
 
-    python -m bench.video_speed [--seconds 1] [--backend auto]
+    python -m bench.video_speed [--seconds 1] [--backend auto] [--threads N]
 
 Two clips made from a real photo (slow pan, 24 fps, H.264 + AAC, like a phone clip): 854x480 through the bundled
 style model (flicker reduction on), 640x360 through the bundled x4 upscaler (2560x1440 out, reduction off).
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--backend", default="auto", help="auto (the runtime tournament's choice) | torch | onnx")
     parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
 
     from PIL import Image
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     from gan_models.video import translate_video
 
     tune_malloc()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     photo = np.asarray(Image.open(args.photo).convert("RGB"))
     n = round(args.seconds * 24)
     print("| clip | model (backend) | frames | model s/frame | end to end s | frames/s | ratio to frames x model "
