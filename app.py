@@ -408,12 +408,9 @@ class Studio:
 
         Args:
             video: the clip (MP4, WebM, MOV, MKV or animated GIF; at most GAN_STUDIO_MAX_VIDEO_SECONDS long).
-            model: a style or upscale model id (see /models), a Hugging Face Hub id of a generator, or "custom"
-                with `weights_file`.
-            outscale: upscalers only: 2, 3 or 4 times the frame size; a style model keeps the frame size (capped
-                like the style tab's "original") and ignores it.
-            reduce_flicker: blend each frame with the previous result moved along the optical flow (on for style
-                models in the UI; frame by frame when off).
+            model: a style or upscale model id (see the models tool), a Hugging Face Hub id, or "custom".
+            outscale: 2, 3 or 4 (an integer), upscalers only; a style model keeps the frame size and ignores it.
+            reduce_flicker: blend each frame with the previous result moved along the optical flow (style models).
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
         Returns:
