@@ -75,18 +75,10 @@ class VideoResult:
 
 
 def is_video_file(path: str | Path) -> bool:
-    """A suffix of imaging.VIDEO_SUFFIXES; a .gif only when it has more than one frame (a still GIF is an image)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix != ".gif":
-        return suffix in imaging.VIDEO_SUFFIXES
-    try:
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return bool(getattr(img, "is_animated", False))
-    except OSError:
-        return False
+    """A video by its suffix (imaging.VIDEO_SUFFIXES), for the CLI's choice between the image and the video path. A
+    GIF counts as an image there (its first frame, as before); `translate_video` takes animated GIFs too."""
+    suffix = Path(path).suffix.lower()
+    return suffix in imaging.VIDEO_SUFFIXES and suffix not in imaging.IMAGE_SUFFIXES
 
 
 def _name(src: str | Path) -> str:

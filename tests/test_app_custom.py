@@ -240,14 +240,14 @@ def test_a_model_in_use_is_never_evicted(tmp_path):
 
 def _handler_fns(demo) -> dict[str, object]:
     return {fn.api_name: fn.fn for fn in demo.fns.values() if fn.api_name in ("style_transfer", "sketch_to_photo",
-                                                                               "upscale")}
+                                                                               "upscale", "video")}
 
 
 def test_handlers_are_wrapped_for_zerogpu_and_plain_elsewhere(tmp_path, monkeypatch, photo):
     specs = build_app_models(tmp_path / "models")
     calls = stub_spaces(monkeypatch, zero_gpu=True)
     wrapped = _handler_fns(build_demo(specs=specs, config=app_settings()))
-    assert sorted(fn.__name__ for fn, _ in calls) == ["sketch_to_photo", "style_transfer", "upscale"]
+    assert sorted(fn.__name__ for fn, _ in calls) == ["sketch_to_photo", "style_transfer", "upscale", "video"]
     assert all(getattr(fn, "__name__", "") == "on_gpu" for fn in wrapped.values())
     durations = {fn.__name__: duration for fn, duration in calls}
     # a custom id (not known before its first request) and an upload get the base reservation, never an error
@@ -258,7 +258,8 @@ def test_handlers_are_wrapped_for_zerogpu_and_plain_elsewhere(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "spaces", None)  # no spaces package: plain handlers
     plain = _handler_fns(build_demo(specs=specs, config=app_settings()))
     assert {name: fn.__name__ for name, fn in plain.items()} == {
-        "style_transfer": "style_transfer", "sketch_to_photo": "sketch_to_photo", "upscale": "upscale"}
+        "style_transfer": "style_transfer", "sketch_to_photo": "sketch_to_photo", "upscale": "upscale",
+        "video": "video"}
 
 
 def test_gpu_durations_size_a_custom_model_once_it_is_resolved(tmp_path, photo):
