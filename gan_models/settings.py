@@ -42,6 +42,7 @@ ENV: dict[str, str] = {
     "max_weights_mb": "GAN_STUDIO_MAX_WEIGHTS_MB",
     "max_models": "GAN_STUDIO_MAX_MODELS",
     "custom_models": "GAN_STUDIO_CUSTOM_MODELS",
+    "max_video_seconds": "GAN_STUDIO_MAX_VIDEO_SECONDS",
     "zero_gpu": "SPACES_ZERO_GPU",
     "hub_offline": "HF_HUB_OFFLINE",
     "hub_token": "HF_TOKEN",
@@ -126,6 +127,7 @@ class Settings:
         custom_models: whether users may load models by Hub id, path or upload (GAN_STUDIO_CUSTOM_MODELS).
         zero_gpu: the Space says it runs on ZeroGPU (SPACES_ZERO_GPU; `zerogpu.active` asks the `spaces`
             package first).
+        max_video_seconds: longest video clip the Video tab and the CLI take (GAN_STUDIO_MAX_VIDEO_SECONDS).
     """
 
     backend: str = "auto"
@@ -146,6 +148,7 @@ class Settings:
     max_models: int = 6
     custom_models: bool = True
     zero_gpu: bool = False
+    max_video_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -186,6 +189,7 @@ class Settings:
             max_models=max(1, get("max_models", int)),
             custom_models=get("custom_models", _flag),
             zero_gpu=is_truthy(environ.get(ENV["zero_gpu"])),
+            max_video_seconds=get("max_video_seconds", float),
         )
 
     def replace(self, **changes: Any) -> Settings:
