@@ -56,6 +56,7 @@ from gan_models.imaging import fit_long_side, for_display, resize_short_side, re
 from gan_models.runtimes import default_preparer, serving, tune_malloc
 from gan_models.studio import ResultFiles, default_model, info_line, model_rows, models_table, runtime_summary, shown
 from gan_models.tiling import parse_tile
+from gan_models.video import VideoResult, iter_translate_video
 
 logger = logging.getLogger("gan_studio")
 
@@ -281,9 +282,10 @@ class Studio:
     def specs(self) -> dict[str, ModelSpec]:
         return self.cache.specs
 
-    def choices(self, task: str) -> list[tuple[str, str]]:
-        """The task's offered models as (title, id), then the custom entry when custom models are on."""
-        offered = [(spec.title, spec.id) for spec in self.specs.values() if spec.task == task]
+    def choices(self, task: str | tuple[str, ...]) -> list[tuple[str, str]]:
+        """The task's (or tasks') offered models as (title, id), then the custom entry when custom models are on."""
+        tasks = (task,) if isinstance(task, str) else task
+        offered = [(spec.title, spec.id) for t in tasks for spec in self.specs.values() if spec.task == t]
         return offered + ([(CUSTOM_LABEL, CUSTOM_CHOICE)] if self.config.custom_models else [])
 
     def default_model(self, task: str) -> str | None:
@@ -295,15 +297,15 @@ class Studio:
         with backend "auto" its fastest runtime is then prepared in the background too. Returns the thread."""
         return self.cache.warm(i for i in map(self.default_model, TASKS) if i is not None)
 
-    def load(self, task: str, model: str | None, weights_file: str | None = None) -> Translator:
+    def load(self, task: str | tuple[str, ...], model: str | None, weights_file: str | None = None) -> Translator:
         """Load the model a request names, in this process, and return its translator: on ZeroGPU the main process
         does this before reserving a GPU (`zerogpu.gpu(prepare=...)`), so downloads and refusals happen here, and
         the same one-line errors reach the client."""
         with _user_errors(_named(model, weights_file)), self.cache.use(self._spec(model, task, weights_file)) as t:
             return t
 
-    def _spec(self, model: str | None, task: str, weights_file: str | None, request: gr.Request | None = None
-              ) -> ModelSpec:
+    def _spec(self, model: str | None, task: str | tuple[str, ...], weights_file: str | None,
+              request: gr.Request | None = None) -> ModelSpec:
         """The spec `model` names: an offered id, a Hub id, or (model "custom") the uploaded `weights_file` (the file
         drop's file_types refuse other suffixes). Visitors' text never reaches this machine's files; uploads are
         local. A custom id is listed in this visitor's /models only (`request`'s session); an upload that cannot be
@@ -326,15 +328,16 @@ class Studio:
             if model and model not in self.specs:
                 self._remember(request, model)
             spec = self.cache.spec(model or "")
-        if spec.task != task:
+        if spec.task not in ((task,) if isinstance(task, str) else task):
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
+            task = task if isinstance(task, str) else " or ".join(task)
             raise gr.Error(f"{shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
                            + (f", or a custom {task} model" if self.config.custom_models else ""))
         return spec
 
     @contextmanager
-    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None,
-               request: gr.Request | None = None) -> Iterator[Translator]:
+    def _model(self, model: str | None, task: str | tuple[str, ...], progress: gr.Progress,
+               weights_file: str | None = None, request: gr.Request | None = None) -> Iterator[Translator]:
         """The translator `model` names (see `_spec`), held loaded for the block and pinned to its current backend
         for the request; inside a ZeroGPU call, on the GPU."""
         spec = self._spec(model, task, weights_file, request)
@@ -512,6 +515,55 @@ class Studio:
         previews = (self.files.write(before, "before"), self.files.write(after, "after"))
         return previews, path, self._info(model, translator, seconds, result)
 
+    def video(
+        self,
+        video: str | None,
+        model: str,
+        outscale: int = 4,
+        reduce_flicker: bool = True,
+        weights_file: str | None = None,
+        progress: gr.Progress = gr.Progress(),
+    ) -> Iterator[tuple[Any, str]]:
+        """Restyle or upscale every frame of a video clip; the result is an H.264 MP4 with the clip's audio.
+
+        Args:
+            video: the clip (MP4, WebM, MOV, MKV or animated GIF; at most GAN_STUDIO_MAX_VIDEO_SECONDS long).
+            model: a style or upscale model id (see the models tool), a Hugging Face Hub id, or "custom".
+            outscale: 2, 3 or 4 (an integer), upscalers only; a style model keeps the frame size and ignores it.
+            reduce_flicker: blend each frame with the previous result moved along the optical flow (style models).
+            weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
+
+        Returns:
+            The MP4 (same frame count, rate and timestamps as the clip; even frame size) and an info line.
+        """
+        if video is None:
+            raise gr.Error("Upload a video first")
+        try:
+            scale = float(outscale)
+        except (TypeError, ValueError):
+            raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
+        with _user_errors(_named(model, weights_file)), \
+                self._model(model, ("style", "upscale"), progress, weights_file) as translator:
+            upscaler = translator.spec.task == "upscale"
+            path = self.files.path(f"{Path(str(video)).stem}_{file_safe_name(translator.spec.id)}", ".mp4")
+            for step in iter_translate_video(
+                translator, video, path, outscale=scale, reduce_flicker=bool(reduce_flicker),
+                max_seconds=self.config.max_video_seconds, max_side=self.config.max_style_side,
+                max_pixels=self.config.max_upscale_pixels if upscaler else self.config.max_input_pixels,
+            ):
+                if isinstance(step, VideoResult):
+                    result = step
+                    break
+                eta = "" if step.eta_s is None else f", about {step.eta_s:.0f} s left"
+                progress((step.frames, step.total), desc=f"{step.fps:.2f} frames/s{eta}", unit="frames")
+                yield gr.skip(), f"{step.frames} frames done ({step.fps:.2f} frames/s{eta})"
+        backend = translator.backend
+        runtime = backend.name if backend.precision == "fp32" else f"{backend.name} {backend.precision}"
+        line = f"**{translator.spec.title}** (`{shown(translator.spec.id)}`) · {runtime} · {result.summary()}"
+        if translator.fallback_reason is not None:
+            line += f"\n\n⚠️ {translator.fallback_reason}"
+        yield str(result.path), line
+
     @_one_line
     def models(self, request: gr.Request = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
         """Every model the app offers, then the custom models this visitor tried lately: id, title, task, custom,
@@ -555,7 +607,8 @@ def _canvas_example(path: Path) -> dict[str, Any] | None:
     return {"background": str(path), "layers": [], "composite": str(path)} if path.is_file() else None
 
 
-def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tuple[gr.Dropdown, gr.File]:
+def _model_picker(studio: Studio, task: str | tuple[str, ...], *, label: str, prefix: str
+                  ) -> tuple[gr.Dropdown, gr.File]:
     """A tab's model dropdown and, behind its "Custom model…" entry, a Hub id field and a weights-file drop.
 
     The dropdown accepts any value, so API callers pass a Hub id as `model`; in the browser the id field's events
@@ -563,7 +616,8 @@ def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tupl
     `weights_file` argument). The custom fields stay shown while the dropdown holds anything but an offered id.
     """
     offered = {i for _, i in studio.choices(task) if i != CUSTOM_CHOICE}
-    dropdown = ModelDropdown(studio.choices(task), value=studio.default_model(task), label=label,
+    first = task if isinstance(task, str) else task[0]
+    dropdown = ModelDropdown(studio.choices(task), value=studio.default_model(first), label=label,
                              allow_custom_value=True, elem_id=f"{prefix}-model")
     with gr.Group(visible=False) as group:
         typed = gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
@@ -687,6 +741,21 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                 gr.Examples(_examples([[EXAMPLES_DIR / "small_landscape.png"], [EXAMPLES_DIR / "logo_rgba.png"],
                                        [EXAMPLES_DIR / "gray16.png"]]), inputs=[up_in])
 
+            with gr.Tab("Video", id="video"):
+                with gr.Row():
+                    with gr.Column():
+                        video_in = gr.Video(label=f"Clip (up to {config.max_video_seconds:g} s)", sources=["upload"],
+                                            elem_id="video-input")
+                        video_model, video_weights = _model_picker(studio, ("style", "upscale"), label="Model",
+                                                                   prefix="video")
+                        with gr.Row():
+                            video_scale = IntegerRadio([2, 3, 4], value=4, label="Output scale (upscalers)")
+                            video_flicker = gr.Checkbox(True, label="Reduce flicker")
+                        video_btn = gr.Button("Process video", variant="primary", elem_id="video-run")
+                    with gr.Column():
+                        video_out = gr.Video(label="Result", interactive=False, elem_id="video-output")
+                        video_info = gr.Markdown(elem_id="video-info")
+
         with gr.Accordion("Settings and models", open=False):
             runtime_md = gr.Markdown()
             models_md = gr.Markdown()
@@ -705,6 +774,13 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
         up_btn.click(on_gpu(studio.upscale, "upscale", "model"),
                      [up_in, up_model, up_scale, up_tile, up_weights], [up_slider, up_file, up_info],
                      api_name="upscale", **heavy)
+        video_btn.click(studio.video,  # a generator, not a ZeroGPU call: on ZeroGPU the video tab runs on the CPU
+                        [video_in, video_model, video_scale, video_flicker, video_weights], [video_out, video_info],
+                        api_name="video", **heavy)
+        # flicker reduction is for style models; an upscaler's default is frame by frame
+        video_model.change(lambda m: gr.Checkbox(value=studio.specs.get(m) is None
+                                                 or studio.specs[m].task != "upscale"),
+                           video_model, video_flicker, api_visibility="private", queue=False)
         models_btn.click(studio.models, None, models_json, api_name="models", concurrency_limit=None).then(
             models_table, models_json, models_md, api_name="models_table", **light)
         demo.load(studio.runtime, None, runtime_md, api_name="runtime", **light).then(

@@ -2,6 +2,7 @@
 
     python -m gan_models list [--task upscale]
     python -m gan_models run default-upscale-x4 photo.jpg more/ -o out/ [--tile 256] [--outscale 2]
+    python -m gan_models run default-style clip.mp4 -o out/ [--flicker off]     (video: out/clip_default-style.mp4)
     python -m gan_models eval default-upscale-x4 --data ../shared/data/sr/val [--out eval/]
     python -m gan_models space OWNER/NAME [--hardware zero-a10g] [--private] [--dry-run]   (see gan_models.deploy)
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from .deploy import add_space_arguments
 from .errors import GanModelsError, InvalidTileError
-from .imaging import IMAGE_SUFFIXES
+from .imaging import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .runtimes import tune_malloc
 from .settings import Settings
 from .specs import SPECS, TASKS
@@ -44,16 +45,17 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     and the CPU tiling budget (args.tile_budget_mb)."""
     settings = settings or Settings()
     parser = argparse.ArgumentParser(prog="python -m gan_models", description=__doc__.split("\n\n")[0])
-    parser.set_defaults(tile_budget_mb=settings.tile_budget_mb)
+    parser.set_defaults(tile_budget_mb=settings.tile_budget_mb, max_video_seconds=settings.max_video_seconds)
     sub = parser.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="list the models on offer")
     ls.add_argument("--task", choices=TASKS, help="only this task")
 
-    run = sub.add_parser("run", help="translate or upscale image files and folders")
+    run = sub.add_parser("run", help="translate or upscale image and video files and folders")
     run.add_argument("model", help="model id (see `list`), a train.py output folder, or a custom model: "
                      "owner/name[/file.pth][#network] on the Hub or a local weights file (docs/custom-models.md)")
-    run.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    run.add_argument("inputs", nargs="+", type=Path,
+                     help="image or video files (MP4, WebM, MOV, MKV, animated GIF) or folders (searched recursively)")
     run.add_argument("-o", "--out", type=Path, required=True, help="output folder (created if missing)")
     run.add_argument("--tile", type=_parse_tile, default="auto", help="tile size in input pixels, 0 = none, auto")
     run.add_argument("--outscale", type=float, default=None, help="final scale (default: the model's scale)")
@@ -62,6 +64,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     run.add_argument("--no-fallback", action="store_true", help="fail instead of using a bundled fallback model")
     run.add_argument("--suffix", default=None, help="added to output names (default: _MODEL)")
+    run.add_argument("--flicker", choices=("auto", "on", "off"), default="auto",
+                     help="video: flicker reduction (auto: on for style models, off for upscalers)")
     ev = sub.add_parser("eval", help="measure quality on a folder of images (see gan_models.evaluate)")
     ev.add_argument("model", help="model id or a train.py output folder")
     ev.add_argument("--data", type=Path, required=True, help="folder of images (HR photos for upscalers)")
@@ -75,11 +79,11 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
 
 
 def iter_images(inputs: Sequence[Path]) -> Iterator[Path]:
-    """Files as given, folders searched recursively for image files, in a stable order, each once."""
+    """Files as given, folders searched recursively for image and video files, in a stable order, each once."""
     seen: set[Path] = set()
     for item in inputs:
-        candidates = (sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir()
-                      else [item])
+        candidates = (sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+                      if item.is_dir() else [item])
         for path in candidates:
             key = path.resolve()
             if key not in seen:
@@ -126,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: argparse.Namespace) -> int:
     from .custom import file_safe_name
     from .imaging import image_notes, save_png
+    from .video import is_video_file
 
     if translator.fallback_reason is not None:
         print(f"note: {translator.fallback_reason}", file=sys.stderr)
@@ -136,15 +141,19 @@ def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: a
     bar = tqdm([p for p in files if p.exists()], desc=translator.spec.id, unit="img", file=sys.stderr)
     for path in bar:
         bar.set_postfix_str(path.name[-30:])
-        target = out_dir / f"{path.stem}{suffix}.png"
+        video = is_video_file(path)
+        target = out_dir / f"{path.stem}{suffix}{'.mp4' if video else '.png'}"
         if target.resolve() == path.resolve():
             failures.append((path, "output would overwrite the input; choose another -o or --suffix"))
             continue
         try:
-            result = translator(path, tile=args.tile, outscale=args.outscale)
-            save_png(result, target)
+            if video:
+                notes.append((path, _run_video(translator, path, target, args)))
+            else:
+                result = translator(path, tile=args.tile, outscale=args.outscale)
+                save_png(result, target)
+                notes.extend((path, note) for note in image_notes(result))
             written += 1
-            notes.extend((path, note) for note in image_notes(result))
         except GanModelsError as exc:
             failures.append((path, str(exc)))
         except OSError as exc:
@@ -157,6 +166,22 @@ def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: a
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"{written} written to {out_dir}, {len(failures)} skipped", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _run_video(translator: Translator, path: Path, target: Path, args: argparse.Namespace) -> str:
+    """Translate one clip with a frame progress bar (frames/s, ETA); returns the result's summary line."""
+    from .video import translate_video
+
+    flicker = {"auto": None, "on": True, "off": False}[args.flicker]
+    with tqdm(desc=path.name[-30:], unit="frame", file=sys.stderr, leave=False) as bar:
+        def progress(done: int, total: int | None) -> None:
+            bar.total = max(total or 0, done) or None
+            bar.update(done - bar.n)
+
+        result = translate_video(translator, path, target, outscale=args.outscale, reduce_flicker=flicker,
+                                 tile=args.tile, progress=progress, max_seconds=args.max_video_seconds,
+                                 max_side=None)
+    return result.summary()
 
 
 def _writable(folder: Path) -> bool:

@@ -45,6 +45,7 @@ ENV: dict[str, str] = {
     "request_memory_mb": "GAN_STUDIO_REQUEST_MEMORY_MB",
     "prepare_custom": "GAN_STUDIO_PREPARE_CUSTOM",
     "onnx_cache_mb": "GAN_STUDIO_ONNX_CACHE_MB",
+    "max_video_seconds": "GAN_STUDIO_MAX_VIDEO_SECONDS",
     "zero_gpu": "SPACES_ZERO_GPU",
     "hub_offline": "HF_HUB_OFFLINE",
     "hub_token": "HF_TOKEN",
@@ -137,6 +138,7 @@ class Settings:
             (GAN_STUDIO_ONNX_CACHE_MB).
         zero_gpu: the Space says it runs on ZeroGPU (SPACES_ZERO_GPU; `zerogpu.active` asks the `spaces`
             package first).
+        max_video_seconds: longest video clip the Video tab and the CLI take (GAN_STUDIO_MAX_VIDEO_SECONDS).
     """
 
     backend: str = "auto"
@@ -160,6 +162,7 @@ class Settings:
     prepare_custom: bool = True
     onnx_cache_mb: int = 2048
     zero_gpu: bool = False
+    max_video_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -203,6 +206,7 @@ class Settings:
             prepare_custom=get("prepare_custom", _flag),
             onnx_cache_mb=get("onnx_cache_mb", int),
             zero_gpu=is_truthy(environ.get(ENV["zero_gpu"])),
+            max_video_seconds=get("max_video_seconds", float),
         )
 
     def replace(self, **changes: Any) -> Settings:
