@@ -41,6 +41,8 @@ _WRAPPER_KEYS = ("params_ema", "params", "state_dict")
 _PREFIXES = ("module.", "_orig_mod.")
 _NORM_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 _HUB_TIMEOUT_S = 10.0
+# How torch.save files begin: a zip archive (PyTorch >= 1.6), else a pickle of protocol 2+ (the legacy format).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 @dataclass(frozen=True)
@@ -233,11 +235,19 @@ def read_state_dict(path: str | Path) -> dict[str, object]:
         raise WeightsError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise WeightsError(f"{path}: file is empty (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        raise WeightsError(f"{path}: is a Git LFS pointer, not the weights: a {path.stat().st_size}-byte text "
+                           "file naming the real file; download the file itself (git lfs pull, or the Hub's "
+                           "download link)")
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         try:
             return dict(load_safetensors(str(path), device="cpu"))
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
+    if not head.startswith(_TORCH_MAGIC):
+        raise WeightsError(f"{path}: not a weights file (neither safetensors nor a PyTorch checkpoint)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
@@ -278,18 +288,13 @@ def canonicalize_state_dict(
     - drops InstanceNorm running statistics that old CycleGAN files carry but the network has no buffer for,
     - adds or removes a leading `model.` when that alone makes the key sets match.
     """
-    cleaned = unwrap_state_dict(state, key_prefix=key_prefix)
+    unwrapped = unwrap_state_dict(state, key_prefix=key_prefix)
     expected = model.state_dict().keys()
-    cleaned = {
-        k: v for k, v in cleaned.items() if k in expected or not k.endswith(_NORM_STAT_SUFFIXES)
-    }
-    if set(cleaned) != set(expected):
-        with_model = {f"model.{k}": v for k, v in cleaned.items()}
-        without_model = {k.removeprefix("model."): v for k, v in cleaned.items()}
-        for candidate in (with_model, without_model):
-            if set(candidate) == set(expected):
-                return candidate
-    return cleaned
+    candidates = (unwrapped, {f"model.{k}": v for k, v in unwrapped.items()},
+                  {k.removeprefix("model."): v for k, v in unwrapped.items()})
+    # Stray statistics are judged under the candidate's names: a BatchNorm's running_mean is kept once renamed.
+    kept = [{k: v for k, v in c.items() if k in expected or not k.endswith(_NORM_STAT_SUFFIXES)} for c in candidates]
+    return next((c for c in kept if set(c) == set(expected)), kept[0])
 
 
 def unwrap_state_dict(state: Mapping[str, Any], *, key_prefix: str | None = None) -> dict[str, torch.Tensor]:
