@@ -144,7 +144,7 @@ class TranslatorCache:
         try:
             spec: ModelSpec | GanModelsError = resolve_custom(
                 model_id, max_weights_mb=self.settings.max_weights_mb, enabled=self.settings.custom_models,
-                allow_local=allow_local)
+                allow_local=allow_local, url_hosts=self.settings.url_hosts)
         except UnknownModelError:
             raise  # not a model id at all: nothing to list
         except GanModelsError as exc:
@@ -426,10 +426,19 @@ def _progress_callback(progress: gr.Progress) -> Callable[[int, int], None]:
 
 
 @contextmanager
-def _user_errors(model_id: str | None = None) -> Iterator[None]:
-    """Library errors become gr.Error with a plain message; the server keeps serving."""
+def _user_errors(model_id: str | None = None, upload: str | None = None) -> Iterator[None]:
+    """Library errors become gr.Error with a plain message; the server keeps serving. A visitor's `upload` (a
+    weights file) is named by its own file name, never by the server's temporary path."""
     try:
-        yield
+        try:
+            yield
+        except GanModelsError as exc:
+            if upload is None:
+                raise
+            text = str(exc)
+            for path in {str(upload), str(Path(upload).resolve())}:
+                text = text.replace(path, Path(upload).name)
+            raise type(exc)(text) from exc
     except gr.Error:
         raise
     except ImageTooLargeError as exc:
@@ -516,7 +525,8 @@ class Studio:
             spec = self.cache.spec(model or "")
         if spec.task != task:
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
-            raise gr.Error(f"{_shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
+            article = "an" if spec.task[0] in "aeiou" else "a"
+            raise gr.Error(f"{_shown(spec.id)} is {article} {spec.task} model, not for {task}; choose one of: {offered}"
                            + (f", or a custom {task} model" if self.config.custom_models else ""))
         progress(0, desc=f"Loading {spec.title}")
         with self.cache.use(spec) as translator, serving():  # background preparation pauses meanwhile
@@ -584,7 +594,8 @@ class Studio:
         if image is None:
             raise gr.Error("Upload a photo first")
         named = _named(style, weights_file)
-        with _user_errors(named), self._model(style, "style", progress, weights_file) as translator:
+        with _user_errors(named, _upload(style, weights_file)), self._model(style, "style", progress,
+                                                                            weights_file) as translator:
             start = time.perf_counter()
             img = imaging.load_image(image, max_pixels=self.config.max_input_pixels)
             if output_size in (None, "", "original"):
@@ -624,7 +635,7 @@ class Studio:
             drawing = sketch
         if drawing is None:
             raise gr.Error(EMPTY_CANVAS_MESSAGE)
-        with _user_errors(_named(model, weights_file)):
+        with _user_errors(_named(model, weights_file), _upload(model, weights_file)):
             img = imaging.load_image(drawing, max_pixels=self.config.max_input_pixels)
             gray = np.asarray(img.convert("L"))
             if int(gray.max()) - int(gray.min()) < 8:  # a blank (uniform) canvas or upload
@@ -665,7 +676,8 @@ class Studio:
             image: the image to upscale (at most the app's upscale pixel limit).
             model: an upscale model id (see /models, task "upscale"), a Hugging Face Hub id of a super-resolution
                 generator (e.g. owner/name/RealESRGAN_x4plus.pth), or "custom" with `weights_file`.
-            outscale: 2, 3 or 4: the result is exactly this many times the input size.
+            outscale: 1, 2, 3 or 4: the result is exactly this many times the input size (1: restoration models
+                such as NAFNet or SCUNet, which are upscale models of scale 1, keep the size).
             tile: "auto", "none" or a tile size in input pixels ("128", "256", "512").
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
@@ -677,12 +689,13 @@ class Studio:
         try:
             scale = float(outscale)
         except (TypeError, ValueError):
-            raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
+            raise gr.Error(f"outscale must be 1, 2, 3 or 4, not {outscale!r}") from None
         if not 1 <= scale <= 8:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
         tile_arg = _parse_tile(tile)
         named = _named(model, weights_file)
-        with _user_errors(named), self._model(model, "upscale", progress, weights_file) as translator:
+        with _user_errors(named, _upload(model, weights_file)), self._model(model, "upscale", progress,
+                                                                             weights_file) as translator:
             start = time.perf_counter()
             source = imaging.load_image(image, max_pixels=self.config.max_upscale_pixels)
             backend = translator.backend
@@ -760,6 +773,11 @@ def _named(model: str | None, weights_file: str | None) -> str | None:
     return _shown(str(weights_file)) if model == CUSTOM_CHOICE and weights_file else model
 
 
+def _upload(model: str | None, weights_file: str | None) -> str | None:
+    """The uploaded weights file's server path when the request uses it, else None."""
+    return str(weights_file) if model == CUSTOM_CHOICE and weights_file else None
+
+
 def _shown(model_id: str) -> str:
     """A model id as users see it: an uploaded file by its name, not the server's temporary path."""
     return Path(model_id).name if Path(model_id).is_absolute() else model_id
@@ -801,8 +819,8 @@ def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tupl
     dropdown = gr.Dropdown(studio.choices(task), value=studio.default_model(task), label=label,
                            allow_custom_value=True, elem_id=f"{prefix}-model")
     with gr.Group(visible=False) as group:
-        gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
-                   placeholder="owner/name[/file.pth][@revision][#network][?range=0,1]")
+        gr.Textbox(label="Hugging Face Hub model id or https URL", max_lines=1, elem_id=f"{prefix}-custom-id",
+                   placeholder="owner/name[/file.pth][@revision][#network][?range=0,1] or https://…/file.pth")
         weights = gr.File(label=f"…or drop a weights file (up to {upload_weights_mb(studio.config)} MB)",
                           file_types=list(WEIGHTS_SUFFIXES), type="filepath", height=110,
                           elem_id=f"{prefix}-custom-file")
@@ -899,7 +917,8 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                                            sources=["upload", "clipboard"], elem_id="upscale-input")
                         up_model, up_weights = _model_picker(studio, "upscale", label="Model", prefix="upscale")
                         with gr.Row():
-                            up_scale = gr.Radio([2, 3, 4], value=4, label="Output scale")
+                            up_scale = gr.Radio([1, 2, 3, 4], value=4,
+                                                label="Output scale (1: restore at the same size)")
                             up_tile = gr.Dropdown(TILE_CHOICES, value="auto", label="Tile size")
                         up_btn = gr.Button("Upscale", variant="primary", elem_id="upscale-run")
                     with gr.Column():

@@ -3,16 +3,19 @@
 Id syntax (docs/custom-models.md has examples):
 
     [spaces/|models/]owner/name[/path/to/file.ext][@revision][#network][?option=value&...]
+    https://host/path/file.ext[#network][?sha256=HEX&option=value&...]   a file by URL (gan_models.urlfetch)
     path/to/file.ext[#network][?option=value&...]          a local file (or a folder holding one weights file)
 
 - `owner/name` alone: a repo written by `train.py --push-to-hub` (config.json + model.safetensors), else the
   repo's one weights file (one .safetensors wins over other formats).
 - `#network`: one generator of a file that holds several (CycleGAN training files: `#G_A`, `#G_B`, `#netG_A`).
 - options: `range=0,1` (value range of the network's pixels), `task=style|sketch2photo|upscale`, `tile=256|none`,
-  `multiple=N` (input size multiple), `scale=N` (only when detection is wrong).
+  `multiple=N` (input size multiple), `scale=N` (only when detection is wrong); for URLs `sha256=HEX` pins the
+  file's digest. A URL's own query string cannot be given (`?` starts the options).
 
 Safety: the size of a Hub file is read from the Hub's metadata (one bounded HEAD request) and checked against
-`max_weights_mb` before anything is downloaded; local files are checked the same way. Files are read by
+`max_weights_mb` before anything is downloaded; local files are checked the same way; URLs are fetched by
+`urlfetch.fetch_url` (https, allowed hosts, public addresses, the same cap before and while reading). Files are read by
 `weights.read_state_dict` (safetensors, else `torch.load(weights_only=True)`): pickled code is refused.
 
 Resolutions are cached (`CACHE_SIZE` entries, least recently used dropped): the same id gives the same spec
@@ -26,20 +29,28 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from .detect import Detection, find_generators
-from .errors import GanModelsError, UnknownModelError, UnsupportedModelError, WeightsUnavailableError, first_line
-from .settings import hub_cache_dir, hub_endpoint, hub_offline, hub_token
+from .errors import (
+    GanModelsError,
+    UnknownModelError,
+    UnsupportedModelError,
+    WeightsError,
+    WeightsUnavailableError,
+    first_line,
+)
+from .settings import DEFAULT_URL_HOSTS, hub_cache_dir, hub_endpoint, hub_offline, hub_token, user_cache_dir
 from .specs import SPECS, TASKS, HubFile, ModelSpec, spec_from_config
+from .urlfetch import check_sha256, fetch_url
 from .weights import read_state_dict
 
 WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pth.tar")
-OPTIONS = ("range", "task", "tile", "multiple", "scale")
+OPTIONS = ("range", "task", "tile", "multiple", "scale", "sha256")
 CACHE_SIZE = 32
 SWITCH = "GAN_STUDIO_CUSTOM_MODELS"
 _HUB_TIMEOUT_S = 10.0
@@ -47,7 +58,7 @@ _NAME = r"[A-Za-z0-9][\w.-]{0,95}"
 _HUB_ID = re.compile(rf"^(?:(?P<kind>spaces|models)/)?(?P<repo>{_NAME}/{_NAME})(?:/(?P<file>[^@]+?))?"
                      r"(?:@(?P<rev>[\w.-]+))?$")
 _SYNTAX = ("a Hub id [spaces/]owner/name[/file.pth][@revision][#network][?range=0,1], "
-           "or a local weights file or folder")
+           "an https URL of a weights file [#network][?sha256=HEX], or a local weights file or folder")
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class ModelRef:
     Parameters:
         text: the id as given (the spec's id).
         local: the local file or folder, or None for the Hub.
+        url: the https URL of the weights file (without #network and ?options), or None.
         repo_id, repo_type, filename, revision: the Hub location (filename None: the repo decides).
         network: the generator chosen in a file holding several ("G_B"), or None.
         options: user overrides (see module docstring).
@@ -70,6 +82,7 @@ class ModelRef:
     revision: str | None = None
     network: str | None = None
     options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    url: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -78,6 +91,8 @@ class ModelRef:
     def where(self) -> str:
         if self.local is not None:
             return str(self.local)
+        if self.url is not None:
+            return self.url
         kind = "spaces/" if self.repo_type == "space" else ""
         return f"{kind}{self.repo_id}" + (f"/{self.filename}" if self.filename else "") + (
             f"@{self.revision}" if self.revision else "")
@@ -106,6 +121,15 @@ def parse_model_ref(text: str, *, allow_local: bool = True) -> ModelRef:
                                     + ", ".join(f"{o}=..." for o in OPTIONS))
         options[key] = value
     common = {"text": text, "network": network or None, "options": options}
+    if re.match(r"^[a-z][a-z0-9+.-]*://", base, re.IGNORECASE):  # fetch_url refuses what is not https
+        try:
+            if "sha256" in options:
+                options["sha256"] = check_sha256(options["sha256"])
+        except UnsupportedModelError as exc:
+            raise UnknownModelError(f"{text!r}: {exc}") from None
+        return ModelRef(url=base, **common)
+    if "sha256" in options:
+        raise UnknownModelError(f"{text!r}: sha256=... pins a file fetched by URL; Hub revisions pin with @commit")
     path = Path(base).expanduser()
     if allow_local and base and path.exists():
         return ModelRef(local=path.resolve(), **common)
@@ -167,7 +191,18 @@ def _pick_weights_file(names: list[str], where: str) -> str:
 
 
 def _detect_file(path: Path, where: str) -> Mapping[str, Detection]:
-    return find_generators(read_state_dict(path), source=where)
+    try:
+        state = read_state_dict(path)
+    except WeightsError as exc:  # named by the id, not by where this server keeps the file (Hub or URL cache)
+        raise type(exc)(str(exc).replace(str(path), where)) from exc
+    return find_generators(state, source=where)
+
+
+def _find_url(ref: ModelRef, max_weights_mb: int, url_hosts: Sequence[str]) -> _Found:
+    assert ref.url is not None
+    path = fetch_url(ref.url, allowed_hosts=url_hosts, max_bytes=max_weights_mb * 1024 * 1024,
+                     cache_dir=user_cache_dir() / "url", sha256=ref.options.get("sha256"))
+    return _Found(path=path, size=path.stat().st_size, generators=_detect_file(path, ref.url))
 
 
 def _find_local(ref: ModelRef, max_weights_mb: int) -> _Found:
@@ -271,22 +306,27 @@ _cache: OrderedDict[tuple, _Found] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _cache_key(ref: ModelRef) -> tuple:
+def _cache_key(ref: ModelRef, url_hosts: Sequence[str]) -> tuple:
     if ref.local is not None:
         stat = ref.local.stat()  # a changed file is a new model
         return ("local", str(ref.local), stat.st_mtime_ns, stat.st_size)
+    if ref.url is not None:  # the allow-list is part of the key: a host taken off it is refused at once
+        return ("url", ref.url, ref.options.get("sha256"), tuple(url_hosts))
     return ("hub", ref.repo_type, ref.repo_id, ref.filename, ref.revision)
 
 
-def _find(ref: ModelRef, max_weights_mb: int) -> _Found:
-    key = _cache_key(ref)
+def _find(ref: ModelRef, max_weights_mb: int, url_hosts: Sequence[str] = DEFAULT_URL_HOSTS) -> _Found:
+    key = _cache_key(ref, url_hosts)
     with _cache_lock:
         found = _cache.get(key)
         if found is not None:
             _cache.move_to_end(key)
     if found is None:
         # Outside the lock: a download may take minutes and must not block other ids.
-        found = _find_local(ref, max_weights_mb) if ref.local is not None else _find_hub(ref, max_weights_mb)
+        if ref.url is not None:
+            found = _find_url(ref, max_weights_mb, url_hosts)
+        else:
+            found = _find_local(ref, max_weights_mb) if ref.local is not None else _find_hub(ref, max_weights_mb)
         with _cache_lock:
             _cache[key] = found
             while len(_cache) > CACHE_SIZE:
@@ -365,36 +405,38 @@ def _spec(found: _Found, ref: ModelRef) -> ModelSpec:
     title = (found.repo_id.split("/")[1] if found.repo_id else stem) + (
         f" {ref.network.removesuffix('.')}" if ref.network else "")
     fields = {**detection.spec_fields(), **location, "id": ref.text, "title": title,
-              "licence": "as stated by the publisher" if found.repo_id else "local file",
+              "licence": "as stated by the publisher" if found.repo_id or ref.url else "local file",
               "description": f"{detection.family}: {detection.summary}",
-              "source": f"detected from {ref.where}" + (f" ({stem})" if ref.filename is None else "")}
+              "source": f"detected from {ref.where}"
+              + (f" ({stem})" if ref.filename is None and ref.url is None else "")}
     return ModelSpec(**_apply_options(fields, ref.options, ref.text))
 
 
-def resolve_custom(model_id: str, *, max_weights_mb: int, enabled: bool = True, allow_local: bool = True
-                   ) -> ModelSpec:
+def resolve_custom(model_id: str, *, max_weights_mb: int, enabled: bool = True, allow_local: bool = True,
+                   url_hosts: Sequence[str] = DEFAULT_URL_HOSTS) -> ModelSpec:
     """The spec of a custom model id (module docstring): located, size-checked, downloaded, detected; cached.
 
     Parameters:
-        model_id: Hub id or local path with optional @revision, #network and ?options.
+        model_id: Hub id, https URL or local path with optional @revision, #network and ?options.
         max_weights_mb: refuse weights files larger than this (Settings.max_weights_mb), before downloading.
         enabled: False refuses every custom id (Settings.custom_models).
-        allow_local: False accepts Hub ids only (see `parse_model_ref`).
+        allow_local: False accepts Hub ids and URLs only (see `parse_model_ref`).
+        url_hosts: hosts a URL may name or redirect to (Settings.url_hosts).
 
     Raises:
         UnknownModelError: not a local path nor a Hub id, or a bad option; the message gives the syntax.
-        UnsupportedModelError: switched off, over the size limit, several generators and none chosen, or a network
-            we do not recognise (what was found and the supported families).
-        WeightsUnavailableError: the Hub cannot be reached and nothing is cached.
-        WeightsError: a corrupt file or one with pickled code.
+        UnsupportedModelError: switched off, over the size limit, several generators and none chosen, a network
+            we do not recognise (what was found), or a URL refused (host, address, redirect, scheme).
+        WeightsUnavailableError: the Hub or the URL's host cannot be reached and nothing is cached.
+        WeightsError: a corrupt file, one with pickled code, or a URL's file whose sha256 differs from the pin.
     """
     _require_enabled(enabled)
     ref = parse_model_ref(model_id, allow_local=allow_local)
-    return _spec(_find(ref, max_weights_mb), ref)
+    return _spec(_find(ref, max_weights_mb, url_hosts), ref)
 
 
-def custom_generators(model_id: str, *, max_weights_mb: int, enabled: bool = True, allow_local: bool = True
-                      ) -> list[ModelSpec]:
+def custom_generators(model_id: str, *, max_weights_mb: int, enabled: bool = True, allow_local: bool = True,
+                      url_hosts: Sequence[str] = DEFAULT_URL_HOSTS) -> list[ModelSpec]:
     """One spec per generator the file behind `model_id` holds (its `#network` part, if any, is ignored): one for
     most files, "G_A" and "G_B" for a CycleGAN training file. Their ids are ready for `resolve_custom`/`get_spec`.
 
@@ -402,7 +444,7 @@ def custom_generators(model_id: str, *, max_weights_mb: int, enabled: bool = Tru
     """
     _require_enabled(enabled)
     ref = parse_model_ref(model_id, allow_local=allow_local)
-    found = _find(ref, max_weights_mb)
+    found = _find(ref, max_weights_mb, url_hosts)
     base, _, query = ref.text.partition("?")
     base = base.partition("#")[0]
     if found.config_spec is not None or len(found.generators) == 1:

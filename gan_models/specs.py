@@ -12,7 +12,7 @@ repo's "Files and versions" history before deploying where reproducibility matte
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -321,11 +321,13 @@ SPECS: dict[str, ModelSpec] = {
 
 
 def get_spec(
-    model_id: str, *, max_weights_mb: int = Settings.max_weights_mb, custom_models: bool = Settings.custom_models
+    model_id: str, *, max_weights_mb: int = Settings.max_weights_mb, custom_models: bool = Settings.custom_models,
+    url_hosts: Sequence[str] = Settings.url_hosts,
 ) -> ModelSpec:
     """The spec called `model_id`, or a local spec when `model_id` is a model folder (config.json +
     model.safetensors), its config.json, or a train.py run folder (then its final/), or a custom model (a Hub
-    repo or file, a local weights file: `custom.resolve_custom`, with the Settings fields of the same names).
+    repo or file, an https URL, a local weights file: `custom.resolve_custom`, with the Settings fields of the
+    same names).
 
     Raises:
         UnknownModelError: not an offered id, a model folder nor a custom id; the message lists the valid ids.
@@ -341,7 +343,7 @@ def get_spec(
         return spec_from_config(path)
     from .custom import resolve_custom  # imported here: custom.py builds on this module
 
-    return resolve_custom(model_id, max_weights_mb=max_weights_mb, enabled=custom_models)
+    return resolve_custom(model_id, max_weights_mb=max_weights_mb, enabled=custom_models, url_hosts=url_hosts)
 
 
 def specs_for_task(task: Task) -> list[ModelSpec]:

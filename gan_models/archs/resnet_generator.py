@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-
 NORMS = ("instance", "batch")
 
 
