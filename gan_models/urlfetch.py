@@ -19,7 +19,9 @@ held to the same rules:
 - an optional sha256 pin: a file whose digest differs is deleted, not used.
 
 Downloads are cached under `cache_dir/<sha256 of the URL>/<file name>` (written to a temporary name and renamed,
-so a failed download leaves nothing): the same URL is fetched once. Every refusal is one line naming the URL.
+so a failed download leaves nothing): the same URL is fetched once. The cache keeps the CACHE_FILES most recently
+used files (so visitors naming many URLs use at most CACHE_FILES x max_bytes of disk). Every refusal is one line
+naming the URL.
 
 Tests reach a plain-HTTP server on 127.0.0.1 only by replacing `_TRANSPORT` (a test-only hook: the defaults are
 never weakened; see tests/test_urlfetch.py).
@@ -44,6 +46,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from .errors import UnsupportedModelError, WeightsError, WeightsUnavailableError, first_line
 
 MAX_REDIRECTS = 5
+CACHE_FILES = 8
 TIMEOUT_S = 20.0  # connect and each read
 DEADLINE_S = 900.0  # the whole download, redirects included
 _CHUNK = 1 << 20
@@ -100,6 +103,7 @@ def fetch_url(url: str, *, allowed_hosts: Sequence[str], max_bytes: int, cache_d
         if size > max_bytes:
             raise UnsupportedModelError(_over_cap(url, size, max_bytes, downloaded=True))
         if pin is None or _digest(target) == pin:
+            target.touch()  # recently used: kept by the pruning
             return target
         target.unlink()  # a file pinned differently earlier, or damaged: fetch again and check
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +122,7 @@ def fetch_url(url: str, *, allowed_hosts: Sequence[str], max_bytes: int, cache_d
             if response.status != 200:
                 raise WeightsUnavailableError(f"{url}: HTTP {response.status} {response.reason}".rstrip())
             _stream(response, target, url=url, max_bytes=max_bytes, pin=pin, deadline=deadline)
+            _prune(Path(cache_dir), keep=CACHE_FILES)
             return target
         finally:
             response.close()
@@ -252,6 +257,18 @@ def _stream(response: http.client.HTTPResponse, target: Path, *, url: str, max_b
             os.unlink(tmp)
 
 
+def _prune(cache_dir: Path, *, keep: int) -> None:
+    """Delete all but the `keep` most recently used downloads (and their folders)."""
+    files = sorted((p for p in cache_dir.glob("*/*") if p.is_file() and not p.name.startswith(".part-")),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+        try:
+            old.parent.rmdir()
+        except OSError:  # another download is writing there
+            pass
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return "timed out"
@@ -282,4 +299,4 @@ def _over_cap(url: str, size: int, max_bytes: int, *, downloaded: bool) -> str:
             + ("" if downloaded else "; nothing was downloaded"))
 
 
-__all__ = ["DEADLINE_S", "MAX_REDIRECTS", "TIMEOUT_S", "check_sha256", "fetch_url"]
+__all__ = ["CACHE_FILES", "DEADLINE_S", "MAX_REDIRECTS", "TIMEOUT_S", "check_sha256", "fetch_url"]

@@ -116,6 +116,20 @@ def test_url_id_is_detected_loaded_run_and_cached(server, tmp_path):
     assert out.size == (32, 24)
 
 
+def test_the_download_cache_keeps_the_most_recent_files(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(urlfetch, "CACHE_FILES", 2)
+    for name in ("a", "b", "c"):
+        server.add(f"/{name}.pth", name.encode() * 10)
+    a = _fetch(server.url("/a.pth"), tmp_path)
+    b = _fetch(server.url("/b.pth"), tmp_path)
+    time.sleep(0.01)
+    assert _fetch(server.url("/a.pth"), tmp_path) == a  # a cache hit, now the most recent
+    time.sleep(0.01)
+    c = _fetch(server.url("/c.pth"), tmp_path)
+    assert a.is_file() and c.is_file() and not b.exists()
+    assert sorted(p.name for p in (tmp_path / "dl").glob("*/*")) == ["a.pth", "c.pth"]
+
+
 def test_sha256_pin_accepts_the_right_file_and_refuses_another(server, tmp_path):
     body = _weights()
     server.add("/w.pth", body)
