@@ -11,11 +11,12 @@ from torch import nn
 import app
 from app import CUSTOM_CHOICE, Studio, TranslatorCache
 from gan_models import Translator, custom, urlfetch
+from gan_models.archs import build_arch
 from gan_models.detect import detect_network
 from gan_models.runtimes import TorchBackend
 from gan_models.specs import get_spec
 from gan_models.weights import load_model
-from tests.conftest import app_settings, make_tiny_model, rgb_image
+from tests.conftest import TINY_KWARGS, app_settings, make_tiny_model, rgb_image
 from tests.test_app import build_app_models
 
 
@@ -127,3 +128,17 @@ def test_the_app_passes_its_url_allow_list(tmp_path, monkeypatch):
         cache.spec("https://example.org/x4.pth#G_B?sha256=" + "a" * 64)
     assert seen["url"] == "https://example.org/x4.pth" and seen["allowed_hosts"] == ("example.org",)
     assert seen["sha256"] == "a" * 64
+
+
+def test_custom_models_get_the_same_background_runtime_choice_as_curated_ones(tmp_path, monkeypatch):
+    submitted = []
+    monkeypatch.delenv("GAN_STUDIO_BACKEND")  # the test run forces torch; here "auto" must mean auto
+    monkeypatch.setattr("gan_models.pipeline.prepare_in_background",
+                        lambda loaded, **kwargs: submitted.append(loaded.spec.id))
+    path = tmp_path / "4x_compact.pth"  # a custom file (Real-ESRGAN's layout), detected, not curated
+    torch.save({"params": build_arch("srvgg_compact", **TINY_KWARGS["srvgg_compact"]).state_dict()}, path)
+    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(backend="auto"))
+    for model_id in ("tiny-upscale", str(path)):
+        with cache.use(cache.spec(model_id, allow_local=True)) as translator:
+            assert translator.backend.name == "torch"  # answers at once; the job switches it when done
+    assert submitted == ["tiny-upscale", str(path)]
