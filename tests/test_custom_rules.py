@@ -142,3 +142,13 @@ def test_custom_models_get_the_same_background_runtime_choice_as_curated_ones(tm
         with cache.use(cache.spec(model_id, allow_local=True)) as translator:
             assert translator.backend.name == "torch"  # answers at once; the job switches it when done
     assert submitted == ["tiny-upscale", str(path)]
+
+
+@pytest.mark.slow
+def test_export_parity_is_not_fooled_by_a_network_that_scales_its_input_in_place(tmp_path):
+    from gan_models.runtimes.onnx_export import export_model
+
+    spec = make_tiny_model(tmp_path / "m", "upscale")
+    spec = spec.__class__(**{**spec.__dict__, "scale": 1, "size_multiple": 1})
+    (result,) = export_model(spec, tmp_path / "onnx", module=_InPlace().eval(), force=True)
+    assert result.passed, result
