@@ -319,6 +319,8 @@ def _find(ref: ModelRef, max_weights_mb: int, url_hosts: Sequence[str] = DEFAULT
     key = _cache_key(ref, url_hosts)
     with _cache_lock:
         found = _cache.get(key)
+        if found is not None and ref.url is not None and not found.path.is_file():
+            found = None  # the URL download cache let it go: fetched again (to the same path)
         if found is not None:
             _cache.move_to_end(key)
     if found is None:

@@ -112,6 +112,8 @@ def test_url_id_is_detected_loaded_run_and_cached(server, tmp_path):
     assert str(tmp_path / "cache" / "gan-studio" / "url") in str(spec.bundled)
     custom.clear_cache()  # the disk cache answers now: no second request
     assert get_spec(url, url_hosts=HOSTS) == spec and len(server.requests) == 1
+    spec.bundled.unlink()  # dropped by the download cache's bound: the next resolution fetches it again
+    assert get_spec(url, url_hosts=HOSTS) == spec and spec.bundled.is_file() and len(server.requests) == 2
     out = translator_for(spec, backend="torch", background=False)(rgb_image(8, 6))
     assert out.size == (32, 24)
 
