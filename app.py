@@ -369,6 +369,57 @@ class SketchInput(gr.Sketchpad):
         return imaging.merge_image(rgb, None, dataclasses.replace(meta, grayscale=False, has_alpha=False,
                                                                   bit_depth=8))
 
+    def api_info_as_input(self) -> dict[str, Any]:
+        """The canvas value as the API and MCP take it: image files for "background" and "composite".
+
+        Gradio's own schema wraps each file in `anyOf [FileData $ref, null]` under nested $defs: its MCP server then
+        leaves a $ref that points nowhere (an invalid schema) and does not turn a file URL sent there into a file.
+        Files inlined at a fixed place are what it converts. Layers are left out: the handler never reads them.
+        """
+        file = _inlined_file_schema()
+        return {
+            "title": "EditorData",
+            "type": "object",
+            "properties": {
+                "background": {**file, "description": "the drawing (black strokes on white): an image file"},
+                "composite": {**file, "description": "optional: used instead of the background when given"},
+            },
+        }
+
+
+def _inlined_file_schema() -> dict[str, Any]:
+    """Gradio's FileData schema with its one $ref ("meta") inlined and no $defs, to nest in another schema."""
+    schema = FileData.model_json_schema()
+    defs = schema.pop("$defs")
+    schema.pop("description", None)
+    schema["properties"]["meta"] = defs[schema["properties"]["meta"]["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+class ModelDropdown(gr.Dropdown):
+    """gr.Dropdown for a model id, built with allow_custom_value=True: its API schema takes any id.
+
+    Gradio declares a dropdown's choices as an enum even when custom values are allowed, so a schema-checking MCP
+    client would refuse a Hub id; here the choices are examples.
+    """
+
+    def get_block_name(self) -> str:
+        return "dropdown"
+
+    def api_info(self) -> dict[str, Any]:
+        return {"type": "string", "examples": [value for _, value in self.choices]}
+
+
+class IntegerRadio(gr.Radio):
+    """gr.Radio of integer choices whose API schema says integer (Gradio declares every Radio a string, so that
+    choices [2, 3, 4] made a schema that no value satisfies)."""
+
+    def get_block_name(self) -> str:
+        return "radio"
+
+    def api_info(self) -> dict[str, Any]:
+        return {**super().api_info(), "type": "integer"}
+
 
 def for_display(img: Image.Image) -> Image.Image:
     """An 8-bit copy the browser shows correctly (16-bit PNGs come out white in Gradio's viewer); keeps alpha."""
@@ -574,6 +625,7 @@ class Studio:
         return str(imaging.save_png(img, path))
 
     # --- handlers (their names and docstrings are the API and MCP descriptions) -----------------------------------
+    # Gradio reads the first line of each argument only (and each Returns line as one item): keep them one line.
 
     def style_transfer(
         self, image: str | None, style: str, output_size: str = "original", weights_file: str | None = None,
@@ -581,10 +633,11 @@ class Studio:
     ) -> tuple[str, str]:
         """Repaint a photo in another style with a CycleGAN generator.
 
+        A Hub id is owner/name[/file.pth][@revision][#network][?range=0,1].
+
         Args:
             image: the photo (any size; alpha, grayscale and 16-bit are kept).
-            style: a style model id (see /models, task "style"), a Hugging Face Hub id of a CycleGAN generator
-                (owner/name[/file.pth][@revision][#network][?range=0,1]), or "custom" with `weights_file`.
+            style: a style model id (see the models tool), a Hugging Face Hub id of a CycleGAN generator, or "custom".
             output_size: "original" (capped at the app's size limit), "512" or "256" (short side in pixels).
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `style` is "custom".
 
@@ -616,13 +669,13 @@ class Studio:
     ) -> tuple[str, str]:
         """Turn a sketch (black strokes on white) or an edge map into a photo with a Pix2Pix generator.
 
+        A Hub id is owner/name[/file.pth][@revision][#network]. When resized, the long side stays at most 4 times
+        the training size.
+
         Args:
-            sketch: the canvas value {"background", "layers", "composite"}; the composite (else the background)
-                is used, so API callers may send {"background": <image file>, "layers": [], "composite": None}.
-            model: a sketch-to-photo model id (see /models, task "sketch2photo"), a Hugging Face Hub id of a Pix2Pix
-                generator, or "custom" with `weights_file`.
-            fit_to_model: resize the drawing so its short side is the model's training size (256 px), the long side
-                at most 4 times that.
+            sketch: the canvas value: {"background": <image file>}; its "composite", when given, is used instead.
+            model: a sketch model id (see the models tool), a Hugging Face Hub id of a Pix2Pix generator, or "custom".
+            fit_to_model: resize the drawing so its short side is the model's training size (256 px).
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
         Returns:
@@ -672,12 +725,12 @@ class Studio:
     ) -> tuple[tuple[str, str], str, str]:
         """Upscale an image with an SRGAN-family generator; alpha, grayscale, 16-bit, ICC and EXIF are kept.
 
+        A Hub id is owner/name[/file.pth][@revision][#network], e.g. owner/name/RealESRGAN_x4plus.pth.
+
         Args:
             image: the image to upscale (at most the app's upscale pixel limit).
-            model: an upscale model id (see /models, task "upscale"), a Hugging Face Hub id of a super-resolution
-                generator (e.g. owner/name/RealESRGAN_x4plus.pth), or "custom" with `weights_file`.
-            outscale: 1, 2, 3 or 4: the result is exactly this many times the input size (1: restoration models
-                such as NAFNet or SCUNet, which are upscale models of scale 1, keep the size).
+            model: an upscale model id (see the models tool), a Hugging Face Hub id of an SR generator, or "custom".
+            outscale: 1, 2, 3 or 4 (an integer): the result is this many times the input size (1: restoration models).
             tile: "auto", "none" or a tile size in input pixels ("128", "256", "512").
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
@@ -710,12 +763,11 @@ class Studio:
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the app offers, then the custom models tried lately: id, title, task, custom, family,
-        arch, bundled, available, status, hub repo, licence.
+        arch, bundled, available, status, hub repo, licence. Custom rows say what was detected ("family", "arch");
+        one that could not be resolved has only its id, "available": false and the reason.
 
         Returns:
             A JSON list; "available" is false for models whose weights failed to load (the reason is in "status").
-            Custom rows say what was detected ("family", "arch"); one that could not be resolved has only its id,
-            "available": false and the reason.
         """
         rows = [_model_row(spec, *self.cache.status(spec), custom=False) for spec in self.specs.values()]
         for model_id, spec in self.cache.custom_specs():
@@ -816,8 +868,8 @@ def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tupl
     `weights_file` argument.
     """
     custom = studio.config.custom_models
-    dropdown = gr.Dropdown(studio.choices(task), value=studio.default_model(task), label=label,
-                           allow_custom_value=True, elem_id=f"{prefix}-model")
+    dropdown = ModelDropdown(studio.choices(task), value=studio.default_model(task), label=label,
+                             allow_custom_value=True, elem_id=f"{prefix}-model")
     with gr.Group(visible=False) as group:
         gr.Textbox(label="Hugging Face Hub model id or https URL", max_lines=1, elem_id=f"{prefix}-custom-id",
                    placeholder="owner/name[/file.pth][@revision][#network][?range=0,1] or https://…/file.pth")
@@ -917,8 +969,8 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                                            sources=["upload", "clipboard"], elem_id="upscale-input")
                         up_model, up_weights = _model_picker(studio, "upscale", label="Model", prefix="upscale")
                         with gr.Row():
-                            up_scale = gr.Radio([1, 2, 3, 4], value=4,
-                                                label="Output scale (1: restore at the same size)")
+                            up_scale = IntegerRadio([1, 2, 3, 4], value=4,
+                                                    label="Output scale (1: restore at the same size)")
                             up_tile = gr.Dropdown(TILE_CHOICES, value="auto", label="Tile size")
                         up_btn = gr.Button("Upscale", variant="primary", elem_id="upscale-run")
                     with gr.Column():
