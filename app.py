@@ -64,6 +64,7 @@ from gan_models.runtimes import (
     tune_malloc,
 )
 from gan_models.settings import hub_cache_dir, hub_offline, user_cache_dir
+from gan_models.tiling import parse_tile
 
 logger = logging.getLogger("gan_studio")
 
@@ -458,17 +459,6 @@ def _resize_short_side(img: Image.Image, side: int) -> Image.Image:
     return _resized(img, (max(1, round(w * k)), max(1, round(h * k))))
 
 
-def _parse_tile(tile: str | int | None) -> int | str | None:
-    if tile in (None, "none", "None", 0, "0"):
-        return None
-    if tile == "auto":
-        return "auto"
-    try:
-        return int(tile)
-    except (TypeError, ValueError):
-        raise gr.Error(f"tile must be auto, none or a number of pixels, not {tile!r}") from None
-
-
 def _progress_callback(progress: gr.Progress) -> Callable[[int, int], None]:
     def report(done: int, total: int) -> None:
         progress((done, total), desc="Running the model", unit="tiles")
@@ -745,7 +735,8 @@ class Studio:
             raise gr.Error(f"outscale must be 1, 2, 3 or 4, not {outscale!r}") from None
         if not 1 <= scale <= 8:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
-        tile_arg = _parse_tile(tile)
+        with _user_errors():
+            tile_arg = parse_tile(tile)
         named = _named(model, weights_file)
         with _user_errors(named, _upload(model, weights_file)), self._model(model, "upscale", progress,
                                                                              weights_file) as translator:

@@ -20,24 +20,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .deploy import add_space_arguments
-from .errors import GanModelsError
+from .errors import GanModelsError, InvalidTileError
 from .imaging import IMAGE_SUFFIXES
 from .runtimes import tune_malloc
 from .settings import Settings
 from .specs import SPECS, TASKS
+from .tiling import parse_tile
 
 
 def _parse_tile(text: str) -> int | str | None:
-    if text == "auto":
-        return "auto"
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"tile must be 'auto', 0 (no tiling) or a size in pixels, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("tile must not be negative")
-    return value or None
+        return parse_tile(text)
+    except InvalidTileError as exc:  # argparse shows an ArgumentTypeError's message as it is
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:

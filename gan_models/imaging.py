@@ -314,6 +314,23 @@ def from_tensor_range(x: np.ndarray, value_range: tuple[float, float]) -> np.nda
     return np.clip(y, 0.0, 1.0, out=y)
 
 
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int], *,
+               resample: Image.Resampling = Image.Resampling.LANCZOS) -> np.ndarray:
+    """(H, W, 3) float RGB in [0, 1] resized to `size` (width, height), clipped to [0, 1], float32.
+
+    Per-channel float resize keeps full precision (16-bit inputs) and avoids 8-bit banding.
+    """
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., c], dtype=np.float32), mode="F").resize(
+        size, resample)) for c in range(rgb.shape[2])]
+    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, *, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of two arrays of the same shape (inf when equal)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(peak * peak / mse))
+
+
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an (H, W) alpha plane to `size` = (W, H), PIL order; bicubic in float, so edges stay smooth."""
     plane = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.float32), mode="F")

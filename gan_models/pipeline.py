@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import imaging
 from .errors import GanModelsError
+from .imaging import resize_rgb as _resize_rgb
 from .runtimes import (
     Backend,
     BackendOutOfMemory,
@@ -176,13 +177,6 @@ def _round_down(value: int, multiple: int) -> int:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
-
-
-def _resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    # Per-channel float resize keeps full precision (16-bit inputs) and avoids 8-bit banding.
-    planes = [np.asarray(Image.fromarray(rgb[..., c], mode="F").resize(size, Image.Resampling.LANCZOS))
-              for c in range(rgb.shape[2])]
-    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
 def _cuda_free_bytes() -> int:

@@ -11,13 +11,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
+
+from .errors import InvalidTileError
 
 # Bytes of working memory per *input* pixel for a generator of ~64 channels: activations of a few layers in
 # float32 at input resolution, plus the upsampling stages at scale² resolution. Deliberately generous.
 _BYTES_PER_PIXEL = 4 * 64 * 3
 _MIN_TILE = 64
+
+
+def parse_tile(value: str | int | None) -> int | Literal["auto"] | None:
+    """A tile size as users type it: "auto" → "auto"; None, "none", 0 or "0" → None (no tiling); "256" → 256.
+
+    Raises:
+        InvalidTileError: anything else (negative numbers included); one line naming the value.
+    """
+    text = "none" if value is None else str(value).strip().lower()
+    if text in ("auto", "none"):
+        return "auto" if text == "auto" else None
+    try:
+        size = int(text)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise InvalidTileError(f"tile must be auto, none (or 0) or a size in pixels, not {value!r}")
+    return size or None
 
 
 def auto_tile(h: int, w: int, *, scale: int, budget_bytes: int, multiple: int) -> int | None:

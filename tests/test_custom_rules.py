@@ -122,7 +122,7 @@ def test_the_app_passes_its_url_allow_list(tmp_path, monkeypatch):
         seen.update(kwargs, url=url)
         raise urlfetch.UnsupportedModelError(f"{url}: refused for the test")
 
-    monkeypatch.setattr(custom, "fetch_url", fetch)
+    monkeypatch.setattr("gan_models.resolve.fetch_url", fetch)
     cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(url_hosts=("example.org",)))
     with pytest.raises(urlfetch.UnsupportedModelError, match="refused for the test"):
         cache.spec("https://example.org/x4.pth#G_B?sha256=" + "a" * 64)

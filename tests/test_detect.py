@@ -172,7 +172,8 @@ def test_a_variant_we_do_not_build_says_what_differs():
     g = {k: (v[:, :, :1, :1] if k.endswith("conv_block.6.weight") else v) for k, v in g.items()}
     with pytest.raises(UnsupportedModelError, match=r"looks like ResnetGenerator ngf=8 n_blocks=2 \(instance norm, "
                                                     r"dropout\) but is a variant we do not build \(wrong shape "
-                                                    r"model\.10\.conv_block\.6\.weight \(\+1\)\)"):
+                                                    r"model\.10\.conv_block\.6\.weight: file \(32, 32, 1, 1\) vs "
+                                                    r"network \(32, 32, 3, 3\) \(\+1\)\)"):
         detect_network(g)
 
 
