@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .cache import ModelCache
 from .errors import (
     BackendUnavailableError,
     GanModelsError,
@@ -43,6 +44,7 @@ __all__ = [
     "ImageTooLargeError",
     "InvalidImageError",
     "LoadedModel",
+    "ModelCache",
     "ModelSpec",
     "OnnxBackend",
     "OnnxExportError",

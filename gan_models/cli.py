@@ -16,6 +16,7 @@ import errno
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -26,6 +27,9 @@ from .runtimes import tune_malloc
 from .settings import Settings
 from .specs import SPECS, TASKS
 from .tiling import parse_tile
+
+if TYPE_CHECKING:
+    from .pipeline import Translator
 
 
 def _parse_tile(text: str) -> int | str | None:
@@ -94,9 +98,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .custom import file_safe_name
-    from .imaging import image_notes, save_png
-    from .pipeline import translator_for
+    from .cache import ModelCache
+    from .runtimes import requested_backend
+    from .specs import get_spec
 
     out_dir: Path = args.out
     try:
@@ -106,19 +110,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not _writable(out_dir):
         raise GanModelsError(f"output folder {out_dir} is not writable")
     files = list(iter_images(args.inputs))
-    missing = [p for p in files if not p.exists()]
     if not files:
         raise GanModelsError("no input images found in " + ", ".join(map(str, args.inputs)))
 
-    translator = translator_for(
-        args.model, backend=args.backend, device=args.device, threads=args.threads,
-        allow_fallback=not args.no_fallback, tile_budget_mb=args.tile_budget_mb,
-        background=False,  # a batch run is no request: choose the runtime first (once per weights; recorded)
-    )
+    requested_backend(args.backend)  # before resolving the model: a typo should not cost a download
+    spec = get_spec(args.model)
+    settings = Settings(backend=args.backend, device=args.device, tile_budget_mb=args.tile_budget_mb, max_models=1)
+    # A batch run is no request: the runtime is chosen before the first file (once per weights; recorded).
+    cache = ModelCache(SPECS, settings=settings, allow_fallback=not args.no_fallback, background=False,
+                       threads=args.threads)
+    with cache.use(spec) as translator:
+        return _run_files(translator, files, out_dir, args)
+
+
+def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: argparse.Namespace) -> int:
+    from .custom import file_safe_name
+    from .imaging import image_notes, save_png
+
     if translator.fallback_reason is not None:
         print(f"note: {translator.fallback_reason}", file=sys.stderr)
     suffix = args.suffix if args.suffix is not None else f"_{file_safe_name(translator.spec.id)}"
-    failures: list[tuple[Path, str]] = [(p, "no such file") for p in missing]
+    failures: list[tuple[Path, str]] = [(p, "no such file") for p in files if not p.exists()]
     notes: list[tuple[Path, str]] = []
     written = 0
     bar = tqdm([p for p in files if p.exists()], desc=translator.spec.id, unit="img", file=sys.stderr)

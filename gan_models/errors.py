@@ -66,6 +66,10 @@ class BackendUnavailableError(GanModelsError):
     """A backend that cannot run here: onnxruntime not installed, no CUDA provider, an unknown precision."""
 
 
+class BackendOutOfMemory(GanModelsError):
+    """The accelerator ran out of memory on this input; `tiling.run_array` retries with smaller tiles."""
+
+
 class OnnxExportError(GanModelsError):
     """Exporting a model to ONNX failed: the exporter, `onnx.checker`, quantization, or the parity check against
     PyTorch (the message gives the measured difference and the tolerance)."""

@@ -352,6 +352,46 @@ def save_png(img: Image.Image, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG", compress_level=6, **extra))
 
 
+def for_display(img: Image.Image) -> Image.Image:
+    """An 8-bit copy a browser shows correctly (16-bit PNGs come out white in Gradio's viewer); keeps alpha."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I") else 1.0
+        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("L", "LA", "RGB", "RGBA"):
+        return img
+    return img.convert("RGBA" if "transparency" in img.info or img.mode in ("PA", "RGBa") else "RGB")
+
+
+def resized(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`img` at `size` (W, H) with a smooth filter; P and 1 images become RGB(A) first (PIL cannot filter them)."""
+    if img.size == size:
+        return img
+    if img.mode in ("P", "PA", "1"):
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def fit_long_side(img: Image.Image, side: int) -> Image.Image:
+    """Shrink so the long side is at most `side`; smaller images are returned unchanged."""
+    w, h = img.size
+    k = min(1.0, side / max(w, h))
+    return resized(img, (max(1, round(w * k)), max(1, round(h * k))))
+
+
+MAX_ASPECT = 4  # resizing by the short side never makes the long side more than this many times it
+
+
+def resize_short_side(img: Image.Image, side: int) -> Image.Image:
+    """Resize (up or down) so the short side is `side`, but the long side at most MAX_ASPECT x `side`.
+
+    Without the cap a 1x5000 strip would become 256 x 1 280 000 px before it reaches the model.
+    """
+    w, h = img.size
+    k = min(side / min(w, h), MAX_ASPECT * side / max(w, h))
+    return resized(img, (max(1, round(w * k)), max(1, round(h * k))))
+
+
 def edges_from_photo(img: Image.Image, *, size: int | None = None) -> Image.Image:
     """A photo → the black-on-white edge map the sketch→photo models take (RGB, strokes 0, paper 255).
 

@@ -23,27 +23,26 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import app
-from app import CUSTOM_CHOICE, Studio, TranslatorCache, build_demo
+from app import CUSTOM_CHOICE, Studio, build_demo
 from gan_models import custom, deploy
+from gan_models.cache import ModelCache
 
-from .conftest import app_settings, make_tiny_model, rgb_image, serve
-from .test_app import build_app_models
-from .test_custom import _Evil, _net, put
-from .test_deploy import stub_spaces
+from .conftest import (
+    SKETCH_ID,
+    STYLE_ID,
+    UPSCALE_ID,
+    Evil,
+    app_settings,
+    build_app_models,
+    make_tiny_model,
+    rgb_image,
+    serve,
+    stub_spaces,
+    tiny_net,
+    write_hub_models,
+)
 
-STYLE_ID = "me/tiny-cyclegan/checkpoints/style_x/latest_net_G.pth"
-SKETCH_ID = "me/tiny-pix2pix/latest_net_G.pth"
-UPSCALE_ID = "me/tiny-esrgan/RealESRGAN_x4.pth"
 MAX_WEIGHTS_MB = 2
-
-
-def write_hub_models(cache: Path) -> None:
-    """Tiny generators in their publishers' layouts, and three files the app must refuse."""
-    torch.save(_net("resnet_generator").state_dict(), put(cache, "me/tiny-cyclegan", STYLE_ID.split("/", 2)[2]))
-    torch.save(_net("unet_generator").state_dict(), put(cache, "me/tiny-pix2pix", "latest_net_G.pth"))
-    torch.save({"params_ema": _net("rrdbnet").state_dict()}, put(cache, "me/tiny-esrgan", "RealESRGAN_x4.pth"))
-    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(4, 4)}, put(cache, "me/bert", "model.bin"))
-    torch.save({"x": torch.zeros(800_000)}, put(cache, "me/huge", "model.pth"))  # 3.2 MB: over the 2 MB cap
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +99,7 @@ def test_custom_hub_id_in_each_tab(server, photo):
 def test_uploaded_weights_file_is_used_with_the_custom_entry(server, photo, tmp_path):
     client, _ = server
     weights = tmp_path / "4x_compact.safetensors"
-    save_file(_net("srvgg_compact", seed=3).state_dict(), weights)
+    save_file(tiny_net("srvgg_compact", seed=3).state_dict(), weights)
     size, info = _upscale(client, photo, CUSTOM_CHOICE, weights)
     assert size == (80, 56) and "4x_compact.safetensors" in info and "local file" in info
     rows = {row["id"]: row for row in client.predict(api_name="/models")}
@@ -127,7 +126,7 @@ def test_bad_custom_models_get_one_line_and_the_server_keeps_serving(server, pho
     weights = None
     if upload == "evil":
         weights = tmp_path / "evil.pth"
-        torch.save({"model.1.weight": torch.zeros(1), "x": _Evil()}, weights)
+        torch.save({"model.1.weight": torch.zeros(1), "x": Evil()}, weights)
     elif upload == "big":  # under the upload cap (4 MB), over the weights cap (2 MB)
         weights = tmp_path / "big.pth"
         torch.save({"x": torch.zeros(800_000)}, weights)
@@ -183,13 +182,13 @@ def _local_models(root: Path, count: int) -> list[str]:
     paths = []
     for i in range(count):
         path = root / f"net{i}.pth"
-        torch.save(_net("srvgg_compact", seed=i).state_dict(), path)
+        torch.save(tiny_net("srvgg_compact", seed=i).state_dict(), path)
         paths.append(str(path))
     return paths
 
 
 def test_cache_keeps_at_most_max_models_and_frees_the_rest(tmp_path):
-    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(max_models=2))
+    cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings(max_models=2))
     paths = _local_models(tmp_path, 5)
     refs = []
     for path in paths:
@@ -209,7 +208,7 @@ def test_cache_keeps_at_most_max_models_and_frees_the_rest(tmp_path):
 
 
 def test_a_model_in_use_is_never_evicted(tmp_path):
-    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(max_models=1))
+    cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings(max_models=1))
     paths = _local_models(tmp_path, 3)
     started, release = threading.Event(), threading.Event()
 
@@ -261,7 +260,7 @@ def test_handlers_are_wrapped_for_zerogpu_and_plain_elsewhere(tmp_path, monkeypa
 
 
 def test_gpu_durations_size_a_custom_model_once_it_is_resolved(tmp_path, photo):
-    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings())
+    cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings())
     upscale = deploy.gpu_durations(cache.known_specs(), max_style_side=64)["upscale"]
     path = _local_models(tmp_path, 1)[0]
     assert upscale(str(photo), path, 4, "auto", None) == deploy.GPU_BASE_S  # not seen yet: the base reservation

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 import app
-from app import CUSTOM_CHOICE, Studio, TranslatorCache
+from app import CUSTOM_CHOICE, Studio
 from gan_models import Translator, custom, urlfetch
 from gan_models.archs import build_arch
+from gan_models.cache import ModelCache
 from gan_models.detect import detect_network
 from gan_models.runtimes import TorchBackend
 from gan_models.specs import get_spec
@@ -123,7 +124,7 @@ def test_the_app_passes_its_url_allow_list(tmp_path, monkeypatch):
         raise urlfetch.UnsupportedModelError(f"{url}: refused for the test")
 
     monkeypatch.setattr("gan_models.resolve.fetch_url", fetch)
-    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(url_hosts=("example.org",)))
+    cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings(url_hosts=("example.org",)))
     with pytest.raises(urlfetch.UnsupportedModelError, match="refused for the test"):
         cache.spec("https://example.org/x4.pth#G_B?sha256=" + "a" * 64)
     assert seen["url"] == "https://example.org/x4.pth" and seen["allowed_hosts"] == ("example.org",)
@@ -137,7 +138,7 @@ def test_custom_models_get_the_same_background_runtime_choice_as_curated_ones(tm
                         lambda loaded, **kwargs: submitted.append(loaded.spec.id))
     path = tmp_path / "4x_compact.pth"  # a custom file (Real-ESRGAN's layout), detected, not curated
     torch.save({"params": build_arch("srvgg_compact", **TINY_KWARGS["srvgg_compact"]).state_dict()}, path)
-    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(backend="auto"))
+    cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings(backend="auto"))
     for model_id in ("tiny-upscale", str(path)):
         with cache.use(cache.spec(model_id, allow_local=True)) as translator:
             assert translator.backend.name == "torch"  # answers at once; the job switches it when done

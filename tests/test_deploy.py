@@ -18,7 +18,7 @@ from gan_models.errors import GanModelsError
 from gan_models.settings import Settings, hub_cache_dir
 from gan_models.specs import HubFile, ModelSpec
 
-from .conftest import REPO
+from .conftest import REPO, stub_spaces
 
 GRADIO = "6.31.0"
 SPECS_FOR_CHECKOUT = {
@@ -348,26 +348,6 @@ def test_gitattributes_rules_follow_git_matching():
 
 
 # --- ZeroGPU -------------------------------------------------------------------------------------------------------
-
-
-def stub_spaces(monkeypatch, *, zero_gpu: bool | None) -> list[tuple]:
-    """A `spaces` package in sys.modules whose GPU() records its arguments; zero_gpu None: no config module."""
-    calls: list[tuple] = []
-    module = types.ModuleType("spaces")
-
-    def GPU(fn, *, duration=None):  # noqa: N802 - the package's own name
-        calls.append((fn, duration))
-
-        def on_gpu(*args, **kwargs):
-            return ("on gpu", fn(*args, **kwargs))
-
-        return on_gpu
-
-    module.GPU = GPU
-    if zero_gpu is not None:
-        module.config = types.SimpleNamespace(Config=types.SimpleNamespace(zero_gpu=zero_gpu))
-    monkeypatch.setitem(sys.modules, "spaces", module)
-    return calls
 
 
 def handler(image, model, outscale=4):

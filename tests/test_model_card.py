@@ -21,8 +21,7 @@ from gan_models.weights import build_generator
 from training.card import hub_license
 from training.modes import MODES
 
-from .conftest import hub_cache_path, tiny_variant
-from .test_train import COMMON, TINY, make_data
+from .conftest import TRAIN_COMMON, TRAIN_TINY, hub_cache_path, make_data, tiny_variant
 
 LAYOUT = {"cyclegan": "cyclegan", "pix2pix": "ab", "srgan": "photos"}
 TAGS = {"cyclegan": "cyclegan", "pix2pix": "pix2pix", "srgan": "super-resolution"}
@@ -45,7 +44,7 @@ def last_log_row(out: Path) -> dict[str, str]:
 def test_every_run_writes_a_model_card_with_metadata_scores_and_a_sample(tmp_path: Path, mode: str) -> None:
     data = make_data(tmp_path / "my data", LAYOUT[mode], size=(64, 48) if mode == "srgan" else (48, 40))
     out = tmp_path / "run"
-    argv = [mode, "--data", str(data), "--out", str(out), "--steps", "2", *COMMON, *TINY[mode]]
+    argv = [mode, "--data", str(data), "--out", str(out), "--steps", "2", *TRAIN_COMMON, *TRAIN_TINY[mode]]
     assert train.main(argv) == 0
 
     meta, body = read_card(out / "final")
@@ -76,7 +75,7 @@ def test_a_hub_init_is_the_base_model_and_sets_the_licence(tmp_path: Path, offli
     data = make_data(tmp_path / "data", "photos", size=(64, 48))
     out = tmp_path / "ft"
     assert train.main(["srgan", "--data", str(data), "--out", str(out), "--init", spec.id, "--steps", "1",
-                       *COMMON]) == 0
+                       *TRAIN_COMMON]) == 0
     meta, body = read_card(out / "final")
     assert meta["base_model"] == "ai-forever/Real-ESRGAN"
     assert meta["license"] == "bsd-3-clause"
@@ -112,8 +111,8 @@ def test_pushing_again_uploads_the_updated_card(tmp_path: Path, monkeypatch, cap
     data = make_data(tmp_path / "data", "photos", size=(64, 48))
     out = tmp_path / "run"
     push = ["--push-to-hub", "someone/tiny-x4"]
-    assert train.main(["srgan", "--data", str(data), "--out", str(out), "--steps", "1", *push, *COMMON,
-                       *TINY["srgan"]]) == 0
+    assert train.main(["srgan", "--data", str(data), "--out", str(out), "--steps", "1", *push, *TRAIN_COMMON,
+                       *TRAIN_TINY["srgan"]]) == 0
     assert train.main(["srgan", "--out", str(out), "--resume", "--steps", "3", *push]) == 0
     assert capsys.readouterr().out.count("pushed ") == 2
 
@@ -129,7 +128,7 @@ def test_a_run_stopped_by_the_time_limit_still_writes_its_card(tmp_path: Path) -
     data = make_data(tmp_path / "data", "ab")
     out = tmp_path / "run"
     assert train.main(["pix2pix", "--data", str(data), "--out", str(out), "--steps", "50", "--max-minutes", "0",
-                       *COMMON, *TINY["pix2pix"]]) == 0
+                       *TRAIN_COMMON, *TRAIN_TINY["pix2pix"]]) == 0
     meta, body = read_card(out / "final")
     assert meta["tags"][:2] == ["gan", "pix2pix"] and "- Steps: 1 " in body
     assert (out / "final" / "sample.png").is_file()

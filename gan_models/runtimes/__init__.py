@@ -1,6 +1,6 @@
 """Runtimes: how a network runs (torch, onnxruntime, ...), and the choice between them, owned by the library.
 
-    base.py                 Backend protocol, BackendOutOfMemory, resolve_device
+    base.py                 Backend protocol, BackendSlot, BuildOnce, resolve_device (BackendOutOfMemory: errors)
     torch_backend.py        TorchBackend (the reference, and what a Translator starts on)
     onnxruntime_backend.py  OnnxBackend and its session cache
     onnx_export.py          export, int8 recipe, parity check, sidecars, the export cache folder
@@ -21,7 +21,7 @@ from ..settings import ENV, forced_backend
 from ..specs import ModelSpec
 from ..weights import LoadedModel
 from .activity import serving, yield_to_requests
-from .base import Backend, BackendOutOfMemory, resolve_device
+from .base import Backend, BackendOutOfMemory, BackendSlot, resolve_device
 from .malloc import tune_malloc
 from .onnx_export import cache_dir
 from .onnxruntime_backend import OnnxBackend, clear_session_cache, import_onnxruntime
@@ -42,6 +42,7 @@ __all__ = [
     "Artifacts",
     "Backend",
     "BackendOutOfMemory",
+    "BackendSlot",
     "Job",
     "OnnxBackend",
     "Outcome",

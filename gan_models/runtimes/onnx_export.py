@@ -48,6 +48,7 @@ from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError, f
 from ..files import atomic_write, sha256_file
 from ..settings import ENV, onnx_cache_dir, user_cache_dir
 from ..specs import ModelSpec
+from ..tiling import requested_tile, run_array
 
 FORMAT = "gan_models.onnx/1"
 # How each precision is made; bumping one re-exports that precision in every cache (older files are stale).
@@ -594,17 +595,16 @@ def _run_checker(path: Path) -> None:
 def _parity(
     spec: ModelSpec, module: Any, path: Path, precision: str, *, device: str, reference: np.ndarray | None
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Run the fixed image through the same Translator with the torch and the ONNX backend and compare."""
-    from ..pipeline import Translator
+    """Run the fixed image through the Translator's array path with the torch and the ONNX backend and compare."""
     from .onnxruntime_backend import OnnxBackend
     from .torch_backend import TorchBackend
 
     x, label = parity_input(spec)
-    tile = spec.tile if spec.task == "upscale" else None
+    tile = requested_tile(spec.tile, spec.size_multiple) if spec.task == "upscale" else None
     if reference is None:
-        reference = Translator(spec, TorchBackend(module, device="cpu")).run_array(x, tile=tile)
+        reference = run_array(TorchBackend(module, device="cpu"), x, spec, tile=tile)
     backend = OnnxBackend(path, device=device, precision=precision, cache=False)
-    out = Translator(spec, backend).run_array(x, tile=tile)
+    out = run_array(backend, x, spec, tile=tile)
     lo, hi = spec.value_range
     max_abs = float(np.max(np.abs(out - reference)))
     psnr = psnr_db(out, reference, spec.value_range)
