@@ -23,6 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
+from gan_models import zerogpu
 from gan_models.archs import build_arch
 from gan_models.settings import Settings
 from gan_models.specs import HubFile, ModelSpec, spec_from_config
@@ -310,21 +311,20 @@ def build_app_models(root: Path) -> dict[str, ModelSpec]:
     return {spec.id: spec for spec in specs}
 
 
-def stub_spaces(monkeypatch, *, zero_gpu: bool | None) -> list[tuple]:
-    """A `spaces` package in sys.modules whose GPU() records its arguments; zero_gpu None: no config module."""
+def stub_spaces(monkeypatch) -> list[tuple]:
+    """A `spaces` package whose GPU() runs the function at once, in this process, as a worker would."""
     calls: list[tuple] = []
-    module = types.ModuleType("spaces")
 
     def GPU(fn, *, duration=None):  # noqa: N802 - the package's own name
-        calls.append((fn, duration))
+        def gradio_handler(*args, **kwargs):
+            calls.append((fn.__name__, duration(*args, **kwargs) if callable(duration) else duration))
+            return fn(*args, **kwargs)
 
-        def on_gpu(*args, **kwargs):
-            return ("on gpu", fn(*args, **kwargs))
+        return gradio_handler
 
-        return on_gpu
-
+    module = types.ModuleType("spaces")
     module.GPU = GPU
-    if zero_gpu is not None:
-        module.config = types.SimpleNamespace(Config=types.SimpleNamespace(zero_gpu=zero_gpu))
+    module.config = types.SimpleNamespace(Config=types.SimpleNamespace(zero_gpu=True))
     monkeypatch.setitem(sys.modules, "spaces", module)
+    monkeypatch.setattr(zerogpu, "DEVICE", "cpu")
     return calls

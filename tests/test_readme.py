@@ -31,7 +31,9 @@ def test_front_matter_is_a_valid_space_configuration():
 
 
 def test_readme_is_short():
-    assert README.stat().st_size < 15_000, "keep the README to what a newcomer needs; move details into docs/"
+    text = README.read_text(encoding="utf-8")
+    body = text.split("\n---\n", 1)[1]  # after the front matter (the Space's configuration, not for readers)
+    assert len(body.encode()) < 15_000, "keep the README to what a newcomer needs; move details into docs/"
 
 
 def test_test_commands_are_the_ones_ci_runs():
@@ -65,3 +67,22 @@ def test_relative_links_resolve(page):
         if not path.exists():
             missing.append(target)
     assert missing == [], f"{page.relative_to(REPO)} links to missing files"
+
+
+def test_the_uploaded_readme_has_no_dead_link_and_preloads_the_curated_files():
+    """On the Space a relative link opens a file of the Space: every one must be uploaded (docs/ is)."""
+    plan = deploy.plan_space(REPO)
+    uploaded = set(plan.paths)
+    readme = deploy.space_readme(README.read_text(encoding="utf-8"), "me/gan-studio")
+    targets = deploy.markdown_links(readme)
+    assert "docs/deployment.md" in targets and len(targets) >= 10
+    for target in targets:
+        if not re.match(r"[a-z]+:", target) and not target.startswith("#"):
+            assert target.split("#")[0] in uploaded, target
+    assert deploy.dead_links(plan) == []  # the docs pages uploaded with it, too
+    meta = deploy.read_front_matter(README)
+    thumbnail = re.search(r"(?m)^thumbnail: (\S+)$", readme).group(1)
+    assert thumbnail == f"https://huggingface.co/spaces/me/gan-studio/resolve/main/{meta['thumbnail']}"
+    assert meta["thumbnail"] in uploaded
+    assert meta["preload_from_hub"] == deploy.preload_entries(SPECS)
+    assert meta["suggested_hardware"] == "t4-small" and "super-resolution" in meta["tags"]
