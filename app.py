@@ -210,9 +210,10 @@ def redact(text: str) -> str:
 
 
 @contextmanager
-def _user_errors(model_id: str | None = None) -> Iterator[None]:
+def _user_errors(model_id: str | None = None, upload: str | None = None) -> Iterator[None]:
     """Every error a request raises reaches the client as one gr.Error line naming no server path (never Gradio's
-    generic message); unexpected ones are logged with their traceback. The server keeps serving."""
+    generic message; a visitor's `upload` by its own file name); unexpected ones are logged with their traceback.
+    The server keeps serving."""
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - each kind gets its sentence below
@@ -220,6 +221,9 @@ def _user_errors(model_id: str | None = None) -> Iterator[None]:
         if message is None:
             logger.exception("request failed")
             message = f"The request failed ({type(exc).__name__}: {first_line(exc)})"
+        if upload is not None:
+            for path in {str(upload), str(Path(upload).resolve())}:
+                message = message.replace(path, Path(upload).name)
         raise gr.Error(redact(message)) from exc
 
 
@@ -331,7 +335,8 @@ class Studio:
         if spec.task not in ((task,) if isinstance(task, str) else task):
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
             task = task if isinstance(task, str) else " or ".join(task)
-            raise gr.Error(f"{shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
+            article = "an" if spec.task[0] in "aeiou" else "a"
+            raise gr.Error(f"{shown(spec.id)} is {article} {spec.task} model, not for {task}; choose one of: {offered}"
                            + (f", or a custom {task} model" if self.config.custom_models else ""))
         return spec
 
@@ -399,7 +404,8 @@ class Studio:
         if image is None:
             raise gr.Error("Upload a photo first")
         named = _named(style, weights_file)
-        with _user_errors(named), self._model(style, "style", progress, weights_file, request) as translator:
+        with _user_errors(named, _upload(style, weights_file)), self._model(style, "style", progress,
+                                                                            weights_file, request) as translator:
             start = time.perf_counter()
             img = imaging.load_image(image, max_pixels=self.config.max_input_pixels)
             if output_size in (None, "", "original"):
@@ -439,7 +445,7 @@ class Studio:
             drawing = sketch
         if drawing is None:
             raise gr.Error(EMPTY_CANVAS_MESSAGE)
-        with _user_errors(_named(model, weights_file)):
+        with _user_errors(_named(model, weights_file), _upload(model, weights_file)):
             img = imaging.load_image(drawing, max_pixels=self.config.max_input_pixels)
             gray = np.asarray(img.convert("L"))
             if int(gray.max()) - int(gray.min()) < 8:  # a blank (uniform) canvas or upload
@@ -484,7 +490,7 @@ class Studio:
         Args:
             image: the image to upscale (at most the app's upscale pixel limit).
             model: an upscale model id (see the models tool), a Hugging Face Hub id of an SR generator, or "custom".
-            outscale: 2, 3 or 4 (an integer): the result is exactly this many times the input size.
+            outscale: 1, 2, 3 or 4 (an integer): the result is this many times the input size (1: restoration models).
             tile: "auto", "none" or a tile size in input pixels ("128", "256", "512").
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
@@ -496,13 +502,14 @@ class Studio:
         try:
             scale = float(outscale)
         except (TypeError, ValueError):
-            raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
+            raise gr.Error(f"outscale must be 1, 2, 3 or 4, not {outscale!r}") from None
         if not 1 <= scale <= 8:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
         with _user_errors():
             tile_arg = parse_tile(tile)
         named = _named(model, weights_file)
-        with _user_errors(named), self._model(model, "upscale", progress, weights_file, request) as translator:
+        with _user_errors(named, _upload(model, weights_file)), self._model(model, "upscale", progress,
+                                                                             weights_file, request) as translator:
             start = time.perf_counter()
             source = imaging.load_image(image, max_pixels=self.config.max_upscale_pixels)
             tile_arg = self._plan(translator, source, tile_arg, scale)
@@ -596,6 +603,11 @@ def _named(model: str | None, weights_file: str | None) -> str | None:
     return shown(str(weights_file)) if model == CUSTOM_CHOICE and weights_file else model
 
 
+def _upload(model: str | None, weights_file: str | None) -> str | None:
+    """The uploaded weights file's server path when the request uses it, else None."""
+    return str(weights_file) if model == CUSTOM_CHOICE and weights_file else None
+
+
 def _examples(rows: list[list[Any]]) -> list[list[Any]]:
     """Example rows whose files exist (a checkout without examples/ still starts); paths as strings."""
     kept = [row for row in rows if all(v is not None and (not isinstance(v, Path) or v.is_file()) for v in row)]
@@ -620,8 +632,8 @@ def _model_picker(studio: Studio, task: str | tuple[str, ...], *, label: str, pr
     dropdown = ModelDropdown(studio.choices(task), value=studio.default_model(first), label=label,
                              allow_custom_value=True, elem_id=f"{prefix}-model")
     with gr.Group(visible=False) as group:
-        typed = gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
-                           placeholder="owner/name[/file.pth][@revision][#network][?range=0,1]")
+        typed = gr.Textbox(label="Hugging Face Hub model id or https URL", max_lines=1, elem_id=f"{prefix}-custom-id",
+                           placeholder="owner/name[/file.pth][@revision][#network][?range=0,1] or https://…/file.pth")
         weights = gr.File(label=f"…or drop a weights file (up to {upload_weights_mb(studio.config)} MB)",
                           file_types=list(WEIGHTS_SUFFIXES), type="filepath", height=110,
                           elem_id=f"{prefix}-custom-file")
@@ -730,7 +742,8 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                                            sources=["upload", "clipboard"], elem_id="upscale-input")
                         up_model, up_weights = _model_picker(studio, "upscale", label="Model", prefix="upscale")
                         with gr.Row():
-                            up_scale = IntegerRadio([2, 3, 4], value=4, label="Output scale")
+                            up_scale = IntegerRadio([1, 2, 3, 4], value=4,
+                                                    label="Output scale (1: restore at the same size)")
                             up_tile = gr.Dropdown(TILE_CHOICES, value="auto", label="Tile size")
                         up_btn = gr.Button("Upscale", variant="primary", elem_id="upscale-run")
                     with gr.Column():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ ENV: dict[str, str] = {
     "prepare_custom": "GAN_STUDIO_PREPARE_CUSTOM",
     "onnx_cache_mb": "GAN_STUDIO_ONNX_CACHE_MB",
     "max_video_seconds": "GAN_STUDIO_MAX_VIDEO_SECONDS",
+    "url_hosts": "GAN_STUDIO_URL_HOSTS",
     "zero_gpu": "SPACES_ZERO_GPU",
     "hub_offline": "HF_HUB_OFFLINE",
     "hub_token": "HF_TOKEN",
@@ -58,6 +60,11 @@ TRUTHY = frozenset({"1", "true", "yes", "on"})
 FALSY = frozenset({"0", "false", "no", "off"})
 # old name -> current name; the old one is read (with a DeprecationWarning) only when the new one is unset
 DEPRECATED_NAMES: dict[str, str] = {"GAN_MODELS_TILE_BUDGET_MB": "GAN_STUDIO_TILE_BUDGET_MB"}
+# Hosts a weights URL may point to (and redirect through): GitHub releases (github.com redirects release assets to
+# objects.githubusercontent.com, lately to release-assets.githubusercontent.com) and the Hub (huggingface.co; its
+# LFS files redirect to cdn-lfs.huggingface.co and *.hf.co). An entry covers its subdomains.
+DEFAULT_URL_HOSTS: tuple[str, ...] = ("github.com", "objects.githubusercontent.com",
+                                      "release-assets.githubusercontent.com", "huggingface.co", "hf.co")
 
 
 def is_truthy(value: str | None) -> bool:
@@ -91,6 +98,15 @@ def _flag(raw: str) -> bool:
     if value in FALSY:
         return False
     raise ValueError(f"expected one of {sorted(TRUTHY | FALSY)}")
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    if raw.lower() == "none":
+        return ()
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    if bad := [h for h in hosts if not re.fullmatch(r"[a-z0-9.-]+", h)]:
+        raise ValueError(f"not host names: {', '.join(bad)} (e.g. github.com,huggingface.co, or none)")
+    return hosts
 
 
 def _default_threads(concurrency: int) -> int:
@@ -127,7 +143,9 @@ class Settings:
         max_weights_mb: largest weights file a custom model may download (GAN_STUDIO_MAX_WEIGHTS_MB).
         max_models: loaded models kept in memory at once, least recently used dropped first
             (GAN_STUDIO_MAX_MODELS).
-        custom_models: whether users may load models by Hub id, path or upload (GAN_STUDIO_CUSTOM_MODELS).
+        custom_models: whether users may load models by Hub id, URL, path or upload (GAN_STUDIO_CUSTOM_MODELS).
+        url_hosts: hosts a custom model's https URL may name or redirect to (GAN_STUDIO_URL_HOSTS, comma-separated;
+            "none" refuses every URL); see gan_models.urlfetch.
         request_memory_mb: estimated peak memory one request may use (GAN_STUDIO_REQUEST_MEMORY_MB): larger runs
             get a smaller tile or are refused before work starts (`gan_models.budget`). The default lets a 4 MP
             input through at x4 and fits a 16 GB CPU Space with `concurrency` requests and a background
@@ -161,6 +179,7 @@ class Settings:
     request_memory_mb: int = 4096
     prepare_custom: bool = True
     onnx_cache_mb: int = 2048
+    url_hosts: tuple[str, ...] = DEFAULT_URL_HOSTS
     zero_gpu: bool = False
     max_video_seconds: float = 60.0
 
@@ -205,6 +224,7 @@ class Settings:
             request_memory_mb=get("request_memory_mb", int),
             prepare_custom=get("prepare_custom", _flag),
             onnx_cache_mb=get("onnx_cache_mb", int),
+            url_hosts=get("url_hosts", _hosts),
             zero_gpu=is_truthy(environ.get(ENV["zero_gpu"])),
             max_video_seconds=get("max_video_seconds", float),
         )
