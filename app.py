@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
+import inspect
 import logging
+import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +43,7 @@ from gan_models import (
     Translator,
     WeightsError,
     WeightsUnavailableError,
+    budget,
     deploy,
     get_spec,
     imaging,
@@ -48,7 +53,7 @@ from gan_models.cache import ModelCache
 from gan_models.custom import WEIGHTS_SUFFIXES, file_safe_name
 from gan_models.errors import UnsupportedModelError, first_line
 from gan_models.imaging import fit_long_side, for_display, resize_short_side, resized
-from gan_models.runtimes import serving, tune_malloc
+from gan_models.runtimes import default_preparer, serving, tune_malloc
 from gan_models.studio import ResultFiles, default_model, info_line, model_rows, models_table, runtime_summary, shown
 from gan_models.tiling import parse_tile
 from gan_models.video import VideoResult, iter_translate_video
@@ -65,6 +70,10 @@ STYLE_SIZES = [
 TILE_CHOICES = [("Auto", "auto"), ("128", "128"), ("256", "256"), ("512", "512"), ("None (whole image)", "none")]
 CUSTOM_CHOICE = "custom"  # the model pickers' "Custom model…" entry; never a Hub id (those hold a '/')
 CUSTOM_LABEL = "Custom model…"
+CUSTOM_ROWS_KEPT = 32  # custom ids listed at a visitor's /models, most recent last
+SESSIONS_KEPT = 4096  # visitors' sessions whose custom ids are remembered for their /models (least recent dropped)
+# An absolute path inside a message (an upload's temporary folder, a cache): shown by its last part only.
+_SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s'\"`<>|:;,()\[\]{}]+/)+([^\s'\"`<>|:;,()\[\]{}/]+)")
 
 
 class ImageInput(gr.Image):
@@ -106,6 +115,22 @@ class SketchInput(gr.Sketchpad):
 
     def get_block_name(self) -> str:
         return "imageeditor"
+
+    def preprocess(self, payload: Any) -> Any:
+        """One image is decoded, at most `max_pixels` of it: the composite, else the background (what
+        `Studio.sketch_to_photo` uses). Layers are never decoded (the composite already holds them): a value
+        listing one upload many times, or many large layers, costs nothing."""
+        if payload is None:
+            return None
+        value = payload
+        if payload.id is not None:
+            value = self.blob_storage.pop(payload.id, None)
+        if value is None:
+            return None
+        chosen = value.composite if value.composite is not None else value.background
+        image = self.convert_and_format_image(chosen, flatten_on_white=True)
+        return {"background": None if value.composite is not None else image, "layers": [], "composite":
+                image if value.composite is not None else None}
 
     def convert_and_format_image(self, file: FileData | bytes | None, flatten_on_white: bool = False) -> Any:
         if file is None:
@@ -179,38 +204,66 @@ def _progress_callback(progress: gr.Progress) -> Callable[[int, int], None]:
     return report
 
 
+def redact(text: str) -> str:
+    """`text` with every absolute server path shortened to its last part: what a client may be shown."""
+    return _SERVER_PATH.sub(lambda m: m.group(1), text)
+
+
 @contextmanager
 def _user_errors(model_id: str | None = None, upload: str | None = None) -> Iterator[None]:
-    """Library errors become gr.Error with a plain message; the server keeps serving. A visitor's `upload` (a
-    weights file) is named by its own file name, never by the server's temporary path."""
+    """Every error a request raises reaches the client as one gr.Error line naming no server path (never Gradio's
+    generic message; a visitor's `upload` by its own file name); unexpected ones are logged with their traceback.
+    The server keeps serving."""
     try:
-        try:
-            yield
-        except GanModelsError as exc:
-            if upload is None:
-                raise
-            text = str(exc)
+        yield
+    except Exception as exc:  # noqa: BLE001 - each kind gets its sentence below
+        message = _user_message(exc, model_id)
+        if message is None:
+            logger.exception("request failed")
+            message = f"The request failed ({type(exc).__name__}: {first_line(exc)})"
+        if upload is not None:
             for path in {str(upload), str(Path(upload).resolve())}:
-                text = text.replace(path, Path(upload).name)
-            raise type(exc)(text) from exc
-    except gr.Error:
-        raise
-    except ImageTooLargeError as exc:
-        raise gr.Error(f"The image is too large: {exc}") from exc
-    except InvalidImageError as exc:
-        raise gr.Error(f"This is not a readable image: {exc}") from exc
-    except UnsupportedModelError as exc:  # a custom model we will not load: the message says why and what to do
-        raise gr.Error(str(exc)) from exc
-    except WeightsError as exc:
-        raise gr.Error(f"Model {model_id} is unavailable (its weights file cannot be used); pick another model. "
-                       f"Details: {exc}") from exc
-    except WeightsUnavailableError as exc:
-        raise gr.Error(f"Model {model_id} is unavailable (its weights cannot be downloaded and no bundled fallback "
-                       f"loaded); pick another model. Details: {exc}") from exc
-    except GanModelsError as exc:
-        raise gr.Error(str(exc)) from exc
-    except MemoryError as exc:
-        raise gr.Error("Out of memory: try a smaller image, a smaller tile size or a lower output size") from exc
+                message = message.replace(path, Path(upload).name)
+        raise gr.Error(redact(message)) from exc
+
+
+def _one_line(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` with every error it raises turned into one gr.Error line (see `_user_errors`)."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _user_errors():
+            return handler(*args, **kwargs)
+
+    # Its name, docstring and signature (the API and MCP descriptions) without __wrapped__: that marks a ZeroGPU call.
+    functools.update_wrapper(wrapped, handler)
+    wrapped.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
+    del wrapped.__wrapped__
+    return wrapped
+
+
+def _user_message(exc: Exception, model_id: str | None) -> str | None:
+    """The sentence for a client about `exc`; None for an error no rule covers (a bug: logged)."""
+    if isinstance(exc, gr.Error):
+        return exc.message
+    if isinstance(exc, ImageTooLargeError):
+        return f"The image is too large: {exc}"
+    if isinstance(exc, InvalidImageError):
+        return f"This is not a readable image: {exc}"
+    if isinstance(exc, UnsupportedModelError):  # a custom model we will not load: the message says why and what to do
+        return str(exc)
+    if isinstance(exc, WeightsError):
+        return (f"Model {model_id} is unavailable (its weights file cannot be used); pick another model. "
+                f"Details: {exc}")
+    if isinstance(exc, WeightsUnavailableError):
+        return (f"Model {model_id} is unavailable (its weights cannot be downloaded and no bundled fallback "
+                f"loaded); pick another model. Details: {exc}")
+    if isinstance(exc, GanModelsError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "The input is nested too deeply to be read"
+    if isinstance(exc, MemoryError):
+        return "Out of memory: try a smaller image, a smaller tile size or a lower output size"
+    return None
 
 
 class Studio:
@@ -226,6 +279,8 @@ class Studio:
         self.cache = ModelCache(specs, settings=config)
         self.files = ResultFiles()
         self.gpu_runs = zerogpu.GpuLedger()  # what ZeroGPU calls did, brought back to this process
+        self._sessions: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()  # custom ids by visitor session
+        self._sessions_lock = threading.Lock()
 
     @property
     def specs(self) -> dict[str, ModelSpec]:
@@ -253,18 +308,29 @@ class Studio:
         with _user_errors(_named(model, weights_file)), self.cache.use(self._spec(model, task, weights_file)) as t:
             return t
 
-    def _spec(self, model: str | None, task: str | tuple[str, ...], weights_file: str | None) -> ModelSpec:
+    def _spec(self, model: str | None, task: str | tuple[str, ...], weights_file: str | None,
+              request: gr.Request | None = None) -> ModelSpec:
         """The spec `model` names: an offered id, a Hub id, or (model "custom") the uploaded `weights_file` (the file
         drop's file_types refuse other suffixes). Visitors' text never reaches this machine's files; uploads are
-        local."""
+        local. A custom id is listed in this visitor's /models only (`request`'s session); an upload that cannot be
+        used is deleted at once."""
+        if model is not None and not isinstance(model, str):
+            raise gr.Error(f"model must be a model id (text), not {type(model).__name__}")
         if model == CUSTOM_CHOICE:
             if not self.config.custom_models:
                 self.cache.spec(CUSTOM_CHOICE)  # raises the switched-off message
-            if not weights_file:
+            if not weights_file or not isinstance(weights_file, str):
                 raise gr.Error("Custom model: type a Hub id (owner/name[/file.pth][@revision][#network]) or drop a "
                                "weights file")
-            spec = self.cache.spec(str(weights_file), allow_local=True)
+            self._remember(request, weights_file)
+            try:
+                spec = self.cache.spec(weights_file, allow_local=True)
+            except GanModelsError:
+                Path(weights_file).unlink(missing_ok=True)  # nobody may fetch a refused upload afterwards
+                raise
         else:
+            if model and model not in self.specs:
+                self._remember(request, model)
             spec = self.cache.spec(model or "")
         if spec.task not in ((task,) if isinstance(task, str) else task):
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
@@ -276,24 +342,51 @@ class Studio:
 
     @contextmanager
     def _model(self, model: str | None, task: str | tuple[str, ...], progress: gr.Progress,
-               weights_file: str | None = None) -> Iterator[Translator]:
+               weights_file: str | None = None, request: gr.Request | None = None) -> Iterator[Translator]:
         """The translator `model` names (see `_spec`), held loaded for the block and pinned to its current backend
         for the request; inside a ZeroGPU call, on the GPU."""
-        spec = self._spec(model, task, weights_file)
+        spec = self._spec(model, task, weights_file, request)
         progress(0, desc=f"Loading {spec.title}")
         with self.cache.use(spec) as translator, serving():  # background preparation pauses meanwhile
             yield zerogpu.on_device(translator).pinned()
 
+    def _remember(self, request: gr.Request | None, model_id: str) -> None:
+        """Note that this visitor's session tried custom `model_id` (its /models lists it; no one else's does)."""
+        session = _session(request)
+        with self._sessions_lock:
+            ids = self._sessions.setdefault(session, OrderedDict())
+            self._sessions.move_to_end(session)
+            ids[model_id] = None
+            ids.move_to_end(model_id)
+            while len(ids) > CUSTOM_ROWS_KEPT:
+                ids.popitem(last=False)
+            while len(self._sessions) > SESSIONS_KEPT:
+                self._sessions.popitem(last=False)
+
+    def _visible(self, request: gr.Request | None) -> set[str]:
+        with self._sessions_lock:
+            return set(self._sessions.get(_session(request), ()))
+
+    def _plan(self, translator: Translator, img: Image.Image, tile: Any, outscale: float | None = None) -> Any:
+        """The tile this request runs with so that it stays within the per-request memory budget (or a refusal:
+        budget.OverBudgetError, before any work)."""
+        w, h = img.size
+        return budget.check_request(translator.spec, h, w, tile=tile, outscale=outscale,
+                                    budget_mb=self.config.request_memory_mb,
+                                    module=getattr(translator.backend, "model", None),
+                                    auto_budget_mb=self.config.tile_budget_mb).tile
+
     def _info(self, requested: str, translator: Translator, seconds: float, result: Image.Image) -> str:
-        return info_line(translator, seconds, result,
-                         requested=translator.spec.id if requested == CUSTOM_CHOICE else requested)  # upload: file
+        return redact(info_line(translator, seconds, result,
+                         requested=translator.spec.id if requested == CUSTOM_CHOICE else requested))  # upload: file
 
     # --- handlers (their names and docstrings are the API and MCP descriptions) -----------------------------------
     # Gradio reads the first line of each argument only (and each Returns line as one item): keep them one line.
 
+    @_one_line
     def style_transfer(
         self, image: str | None, style: str, output_size: str = "original", weights_file: str | None = None,
-        progress: gr.Progress = gr.Progress(),
+        progress: gr.Progress = gr.Progress(), request: gr.Request = None,  # type: ignore[assignment]
     ) -> tuple[str, str]:
         """Repaint a photo in another style with a CycleGAN generator.
 
@@ -312,7 +405,7 @@ class Studio:
             raise gr.Error("Upload a photo first")
         named = _named(style, weights_file)
         with _user_errors(named, _upload(style, weights_file)), self._model(style, "style", progress,
-                                                                            weights_file) as translator:
+                                                                            weights_file, request) as translator:
             start = time.perf_counter()
             img = imaging.load_image(image, max_pixels=self.config.max_input_pixels)
             if output_size in (None, "", "original"):
@@ -321,14 +414,15 @@ class Studio:
                 img = resize_short_side(img, int(output_size))
             else:
                 raise gr.Error(f"output_size must be original, 512 or 256, not {output_size!r}")
-            result = translator(img, progress=_progress_callback(progress))
+            result = translator(img, tile=self._plan(translator, img, "auto"), progress=_progress_callback(progress))
             seconds = time.perf_counter() - start
         preview = self.files.write(for_display(result), f"{Path(str(image)).stem}_{file_safe_name(translator.spec.id)}")
         return preview, self._info(style, translator, seconds, result)
 
+    @_one_line
     def sketch_to_photo(
         self, sketch: dict | None, model: str, fit_to_model: bool = True, weights_file: str | None = None,
-        progress: gr.Progress = gr.Progress(),
+        progress: gr.Progress = gr.Progress(), request: gr.Request = None,  # type: ignore[assignment]
     ) -> tuple[str, str]:
         """Turn a sketch (black strokes on white) or an edge map into a photo with a Pix2Pix generator.
 
@@ -356,16 +450,18 @@ class Studio:
             gray = np.asarray(img.convert("L"))
             if int(gray.max()) - int(gray.min()) < 8:  # a blank (uniform) canvas or upload
                 raise gr.Error(EMPTY_CANVAS_MESSAGE)
-            with self._model(model, "sketch2photo", progress, weights_file) as translator:
+            with self._model(model, "sketch2photo", progress, weights_file, request) as translator:
                 start = time.perf_counter()
                 size = translator.spec.input_size
                 if fit_to_model and size:
                     img = resize_short_side(img.convert("RGB"), size)
-                result = translator(img, progress=_progress_callback(progress))
+                result = translator(img, tile=self._plan(translator, img, "auto"),
+                                    progress=_progress_callback(progress))
                 seconds = time.perf_counter() - start
         preview = self.files.write(for_display(result), f"sketch_{file_safe_name(translator.spec.id)}")
         return preview, self._info(model, translator, seconds, result)
 
+    @_one_line
     def edges_from_photo(self, photo: str | None, model: str) -> dict:
         """The edge map the sketch models were trained on, from a photo, placed on the canvas."""
         if photo is None:
@@ -376,6 +472,7 @@ class Studio:
                                              size=size)
         return {"background": edges, "layers": [], "composite": None}
 
+    @_one_line
     def upscale(
         self,
         image: str | None,
@@ -384,6 +481,7 @@ class Studio:
         tile: str = "auto",
         weights_file: str | None = None,
         progress: gr.Progress = gr.Progress(),
+        request: gr.Request = None,  # type: ignore[assignment]
     ) -> tuple[tuple[str, str], str, str]:
         """Upscale an image with an SRGAN-family generator; alpha, grayscale, 16-bit, ICC and EXIF are kept.
 
@@ -411,9 +509,10 @@ class Studio:
             tile_arg = parse_tile(tile)
         named = _named(model, weights_file)
         with _user_errors(named, _upload(model, weights_file)), self._model(model, "upscale", progress,
-                                                                             weights_file) as translator:
+                                                                             weights_file, request) as translator:
             start = time.perf_counter()
             source = imaging.load_image(image, max_pixels=self.config.max_upscale_pixels)
+            tile_arg = self._plan(translator, source, tile_arg, scale)
             result = translator(source, tile=tile_arg, outscale=scale, progress=_progress_callback(progress),
                                 max_pixels=self.config.max_upscale_pixels)
             seconds = time.perf_counter() - start
@@ -472,15 +571,17 @@ class Studio:
             line += f"\n\n⚠️ {translator.fallback_reason}"
         yield str(result.path), line
 
-    def models(self) -> list[dict[str, Any]]:
-        """Every model the app offers, then the custom models tried lately: id, title, task, custom, family,
-        arch, bundled, available, status, hub repo, licence. Custom rows say what was detected ("family", "arch");
-        one that could not be resolved has only its id, "available": false and the reason.
+    @_one_line
+    def models(self, request: gr.Request = None) -> list[dict[str, Any]]:  # type: ignore[assignment]
+        """Every model the app offers, then the custom models this visitor tried lately: id, title, task, custom,
+        family, arch, bundled, available, status, hub repo, licence. Custom rows say what was detected ("family",
+        "arch"); one that could not be resolved has only its id, "available": false and the reason.
 
         Returns:
             A JSON list; "available" is false for models whose weights failed to load (the reason is in "status").
         """
-        rows = model_rows(self.cache)
+        rows = [{**row, "status": redact(row["status"])}
+                for row in model_rows(self.cache, visible=self._visible(request))]
         for row in rows:  # on ZeroGPU: what the last GPU call with this model did
             if (run := self.gpu_runs.last_run(row["id"])) is not None:
                 row["status"] = f"{row['status']} · {run.describe()}"
@@ -490,6 +591,11 @@ class Studio:
         """Backend and device in use, for the Settings panel."""
         summary = runtime_summary(self.config, self.specs, upload_mb=upload_weights_mb(self.config))
         return summary + (f" · **ZeroGPU:** {zerogpu.describe(self.gpu_runs)}" if zerogpu.active() else "")
+
+
+def _session(request: gr.Request | None) -> str:
+    """The visitor's Gradio session (one per browser tab or API client); "" for direct calls (tests, scripts)."""
+    return str(getattr(request, "session_hash", None) or "")
 
 
 def _named(model: str | None, weights_file: str | None) -> str | None:
@@ -561,6 +667,7 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
         warm: load each tab's default model in the background now (`python app.py` does; building stays instant).
     """
     config = config or Settings.from_env()
+    default_preparer().max_cache_mb = config.onnx_cache_mb
     studio = Studio(specs=SPECS if specs is None else specs, config=config)
     if warm:
         studio.warm_defaults()

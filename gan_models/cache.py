@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from . import budget
 from .custom import resolve_custom
 from .errors import GanModelsError, UnknownModelError, first_line
 from .pipeline import Translator, build_translator
@@ -258,7 +259,10 @@ class ModelCache:
             return entry.translator
 
     def _build(self, loaded: LoadedModel) -> Translator:
-        return build_translator(loaded, backend=self.settings.backend, device=self.settings.device,
+        budget.profile(loaded.module, loaded.spec)  # sized once, on the meta device; too many layers: refused
+        custom = loaded.spec.id not in self.specs
+        backend = "torch" if custom and not self.settings.prepare_custom else self.settings.backend
+        return build_translator(loaded, backend=backend, device=self.settings.device,
                                 threads=self._threads, background=self._background,
                                 tile_budget_mb=self.settings.tile_budget_mb)
 

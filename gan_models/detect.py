@@ -22,6 +22,7 @@ Families (ARCHS name: publisher layout):
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -316,18 +317,28 @@ def detect_network(state: Mapping[str, Any], *, key_prefix: str | None = None, s
 
 
 def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint",
-                    built: dict[str, nn.Module] | None = None) -> dict[str, Detection]:
+                    built: dict[str, nn.Module] | None = None, time_budget_s: float | None = None
+                    ) -> dict[str, Detection]:
     """Every generator in `state` by name: {"": detection} for a file that is one network, else one entry per
     top-level prefix that holds a generator (CycleGAN training files: "G_A", "G_B"; "netG_A", ...).
     Discriminators and other parts are left out.
 
     Order: our families on the whole file, then on each prefix (so a training file of several networks of ours is
     split before spandrel ever sees it: spandrel on a whole 100 MB training file costs seconds and hundreds of MB),
-    then spandrel on the whole file, then on each prefix. `built`: as for `detect_network`.
+    then spandrel on the whole file, then on each prefix. `built`: as for `detect_network`. `time_budget_s`: give up
+    when trying the prefixes one by one takes longer than this.
 
     Raises:
-        UnsupportedModelError: neither the whole file nor any prefix is a network we know; one line.
+        UnsupportedModelError: neither the whole file nor any prefix is a network we know, or the time budget ran
+            out; one line.
     """
+    deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+
+    def in_time() -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise UnsupportedModelError(f"{source}: detection took over {time_budget_s:g} s ({len(groups)} "
+                                        "top-level prefixes to try); refused")
+
     sd = unwrap_state_dict(state)
     if not sd:
         raise UnsupportedModelError(f"{source}: no tensors")
@@ -337,6 +348,7 @@ def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint",
     groups = top_level_groups(sd)
     found: dict[str, Detection] = {}
     for name in groups:
+        in_time()
         detection, _ = _detect_ours(unwrap_state_dict(sd, key_prefix=f"{name}."))
         if detection is not None:
             found[name] = replace(detection, key_prefix=f"{name}.")
@@ -347,6 +359,7 @@ def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint",
     except UnsupportedModelError as exc:
         failure = exc
     for name in groups:
+        in_time()
         try:
             found[name] = detect_network(sd, key_prefix=f"{name}.", source=source, built=built)
         except UnsupportedModelError:

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UnknownModelError, UnsupportedModelError
+from .limits import option_value
 from .urlfetch import check_sha256
 
 WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pth.tar")
 OPTIONS = ("range", "task", "tile", "multiple", "scale", "sha256")
+OPTIONS_EXAMPLE = "e.g. ?range=0,1&task=style&tile=none"
 _NAME = r"[A-Za-z0-9][\w.-]{0,95}"
 _HUB_ID = re.compile(rf"^(?:(?P<kind>spaces|models)/)?(?P<repo>{_NAME}/{_NAME})(?:/(?P<file>[^@]+?))?"
                      r"(?:@(?P<rev>[\w.-]+))?$")
@@ -118,6 +120,12 @@ def parse_model_ref(text: str, *, allow_local: bool = True, known: Iterable[str]
         if key not in OPTIONS or not sep:
             raise UnknownModelError(f"{text!r}: unknown option {item!r}; valid: "
                                     + ", ".join(f"{o}=..." for o in OPTIONS))
+        if key in dict(options):
+            raise UnknownModelError(f"{text!r}: option {key} is given twice; give it once")
+        try:
+            option_value(key, value)  # bounds checked before anything is downloaded
+        except ValueError as exc:
+            raise UnknownModelError(f"{text!r}: bad option value ({exc}); {OPTIONS_EXAMPLE}") from None
         options.append((key, value))
     if re.match(r"^[a-z][a-z0-9+.-]*://", base, re.IGNORECASE):  # fetch_url refuses what is not https
         try:
@@ -144,8 +152,8 @@ def parse_model_ref(text: str, *, allow_local: bool = True, known: Iterable[str]
     if filename is not None and not filename.endswith(WEIGHTS_SUFFIXES):
         raise UnknownModelError(f"{text!r}: {filename!r} is not a weights file; expected one of "
                                 f"{', '.join(WEIGHTS_SUFFIXES)}")
-    if filename is not None and {".", ".."} & set(filename.split("/")):
-        raise UnknownModelError(f"{text!r}: '.' and '..' are not allowed in a Hub file path")
+    if filename is not None and {"", ".", ".."} & set(filename.split("/")):
+        raise UnknownModelError(f"{text!r}: '.' and '..' are not allowed in a Hub file path, nor empty parts")
     return ModelRef(repo_id=match["repo"], repo_type="space" if match["kind"] == "spaces" else "model",
                     filename=filename, revision=match["rev"], **common)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import limits
 from .detect import Detection, find_generators
 from .errors import (
     GanModelsError,
@@ -39,8 +40,9 @@ from .errors import (
     WeightsUnavailableError,
     first_line,
 )
+from .files import sha256_file
 from .modelspec import TASKS, HubFile, ModelSpec, spec_from_config
-from .refs import WEIGHTS_SUFFIXES, ModelRef, join_id, parse_model_ref, split_id
+from .refs import OPTIONS_EXAMPLE, WEIGHTS_SUFFIXES, ModelRef, join_id, parse_model_ref, split_id
 from .settings import DEFAULT_URL_HOSTS, ENV, hub_cache_dir, hub_endpoint, hub_offline, hub_token, user_cache_dir
 from .state_dict import read_state_dict
 from .urlfetch import fetch_url
@@ -50,6 +52,8 @@ HUB_TIMEOUT_S = 10.0
 _OFFLINE = "offline mode (HF_HUB_OFFLINE=1)"
 
 StateDict = dict[str, Any]
+
+DETECT_TIME_BUDGET_S = 30.0  # detection of one file (every prefix of a multi-network file included)
 
 
 # --- the Hub ---------------------------------------------------------------------------------------------------------
@@ -62,7 +66,10 @@ def hub_where(hub: HubFile) -> str:
 def check_size(size: int | None, max_weights_mb: int | None, where: str, *, before_download: bool = False) -> None:
     """Raise WeightsTooLargeError when `size` bytes are over `max_weights_mb` (None: no cap)."""
     if size is not None and max_weights_mb is not None and size > max_weights_mb * 1024 * 1024:
-        raise WeightsTooLargeError(f"{where}: {size / 1024 / 1024:.0f} MB is over this server's limit of "
+        shown = f"{size / 2**20:.0f} MB"
+        if shown == f"{max_weights_mb} MB":  # just over: "5 MB is over the limit of 5 MB" says nothing
+            shown = f"{size:,} bytes ({size / 2**20:.2f} MB)"
+        raise WeightsTooLargeError(f"{where}: {shown} is over this server's limit of "
                                    f"{max_weights_mb} MB ({ENV['max_weights_mb']})"
                                    + ("; nothing was downloaded" if before_download else ""))
 
@@ -224,12 +231,23 @@ class _Found:
 
 
 def _read_and_detect(path: Path, where: str) -> Mapping[str, Detection]:
+    """The generators in a file, after its header passed `limits`; a refusal is remembered by the file's sha256."""
+    digest = sha256_file(path)
+    limits.REFUSALS.check(digest, where)
     try:
-        state = read_state_dict(path)
-    except WeightsError as exc:  # named by the id, not by where this server keeps the file (Hub or URL cache)
-        raise type(exc)(str(exc).replace(str(path), where)) from exc
-    built: dict[str, Any] = {}
-    generators = find_generators(state, source=where, built=built)
+        limits.check_file(path, where)
+        try:
+            state = read_state_dict(path)
+        except WeightsError as exc:  # named by the id, not by where this server keeps the file (Hub or URL cache)
+            raise type(exc)(str(exc).replace(str(path), where)) from exc
+        limits.check_state(state, where)
+        built: dict[str, Any] = {}
+        generators = find_generators(state, source=where, built=built, time_budget_s=DETECT_TIME_BUDGET_S)
+        for detection in generators.values():
+            limits.check_scale(detection.scale, where)
+    except GanModelsError as exc:
+        limits.REFUSALS.remember(digest, where, exc)
+        raise
     _park(path, state, built)
     return generators
 
@@ -327,11 +345,12 @@ def _find(ref: ModelRef, max_weights_mb: int, url_hosts: Sequence[str] = DEFAULT
 
 
 def clear_cache() -> None:
-    """Forget every resolved custom model and the state dict waiting for a loader (tests; an operator after
-    deleting files)."""
+    """Forget every resolved custom model, every remembered refusal and the state dict waiting for a loader (tests;
+    an operator after deleting files)."""
     global _slot
     with _cache_lock:
         _cache.clear()
+    limits.REFUSALS.clear()
     with _slot_lock:
         _slot = None
 
@@ -347,28 +366,21 @@ def _require_enabled(enabled: bool, known: Iterable[str]) -> None:
 def _apply_options(fields: dict[str, Any], options: Mapping[str, str], text: str) -> dict[str, Any]:
     try:
         if "range" in options:
-            low, high = (float(v) for v in options["range"].split(","))
-            if not low < high:
-                raise ValueError("range needs low < high")
-            fields["value_range"] = (low, high)
+            fields["value_range"] = limits.option_value("range", options["range"])
         if "task" in options:
             if options["task"] not in TASKS:
                 raise ValueError(f"task must be one of {', '.join(TASKS)}")
             fields["task"] = options["task"]
         for name, field_name in (("multiple", "size_multiple"), ("scale", "scale")):
             if name in options:
-                value = int(options[name])
-                if value < 1:
-                    raise ValueError(f"{name} must be >= 1")
-                fields[field_name] = value
+                fields[field_name] = limits.option_value(name, options[name])
         if "tile" in options:
-            fields["tile"] = None if options["tile"].lower() == "none" else int(options["tile"])
+            fields["tile"] = limits.option_value("tile", options["tile"])
         tile, multiple = fields.get("tile"), fields.get("size_multiple", 1)
         if tile is not None and tile % multiple:  # round up so a size_multiple override does not break the tile
             fields["tile"] = -(-tile // multiple) * multiple
     except ValueError as exc:
-        raise UnknownModelError(f"{text!r}: bad option value ({exc}); e.g. ?range=0,1&task=style&tile=none"
-                                ) from None
+        raise UnknownModelError(f"{text!r}: bad option value ({exc}); {OPTIONS_EXAMPLE}") from None
     return fields
 
 

@@ -43,6 +43,9 @@ ENV: dict[str, str] = {
     "max_weights_mb": "GAN_STUDIO_MAX_WEIGHTS_MB",
     "max_models": "GAN_STUDIO_MAX_MODELS",
     "custom_models": "GAN_STUDIO_CUSTOM_MODELS",
+    "request_memory_mb": "GAN_STUDIO_REQUEST_MEMORY_MB",
+    "prepare_custom": "GAN_STUDIO_PREPARE_CUSTOM",
+    "onnx_cache_mb": "GAN_STUDIO_ONNX_CACHE_MB",
     "max_video_seconds": "GAN_STUDIO_MAX_VIDEO_SECONDS",
     "url_hosts": "GAN_STUDIO_URL_HOSTS",
     "zero_gpu": "SPACES_ZERO_GPU",
@@ -143,6 +146,14 @@ class Settings:
         custom_models: whether users may load models by Hub id, URL, path or upload (GAN_STUDIO_CUSTOM_MODELS).
         url_hosts: hosts a custom model's https URL may name or redirect to (GAN_STUDIO_URL_HOSTS, comma-separated;
             "none" refuses every URL); see gan_models.urlfetch.
+        request_memory_mb: estimated peak memory one request may use (GAN_STUDIO_REQUEST_MEMORY_MB): larger runs
+            get a smaller tile or are refused before work starts (`gan_models.budget`). The default lets a 4 MP
+            input through at x4 and fits a 16 GB CPU Space with `concurrency` requests and a background
+            preparation at once.
+        prepare_custom: prepare visitors' custom models in the background (ONNX export, calibration, timing) like
+            the offered ones (GAN_STUDIO_PREPARE_CUSTOM); off: they run on torch.
+        onnx_cache_mb: size cap of the ONNX cache; least recently used folders are pruned past it
+            (GAN_STUDIO_ONNX_CACHE_MB).
         zero_gpu: the Space says it runs on ZeroGPU (SPACES_ZERO_GPU; `zerogpu.active` asks the `spaces`
             package first).
         max_video_seconds: longest video clip the Video tab and the CLI take (GAN_STUDIO_MAX_VIDEO_SECONDS).
@@ -165,6 +176,9 @@ class Settings:
     max_weights_mb: int = 500
     max_models: int = 6
     custom_models: bool = True
+    request_memory_mb: int = 4096
+    prepare_custom: bool = True
+    onnx_cache_mb: int = 2048
     url_hosts: tuple[str, ...] = DEFAULT_URL_HOSTS
     zero_gpu: bool = False
     max_video_seconds: float = 60.0
@@ -207,6 +221,9 @@ class Settings:
             max_weights_mb=get("max_weights_mb", int),
             max_models=max(1, get("max_models", int)),
             custom_models=get("custom_models", _flag),
+            request_memory_mb=get("request_memory_mb", int),
+            prepare_custom=get("prepare_custom", _flag),
+            onnx_cache_mb=get("onnx_cache_mb", int),
             url_hosts=get("url_hosts", _hosts),
             zero_gpu=is_truthy(environ.get(ENV["zero_gpu"])),
             max_video_seconds=get("max_video_seconds", float),

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from .custom import SWITCH as CUSTOM_SWITCH
 from .errors import GanModelsError, first_line
 from .pipeline import Translator
 from .runtimes import default_backend, resolve_device
-from .settings import Settings, hub_cache_dir, hub_offline, user_cache_dir
+from .settings import Settings, hub_offline
 from .specs import ModelSpec
 
 ORIGINS = {
@@ -131,11 +132,13 @@ def model_row(spec: ModelSpec, available: bool, status: str, *, custom: bool) ->
     }
 
 
-def model_rows(cache: ModelCache) -> list[dict[str, Any]]:
-    """Every offered model, then the custom ids tried lately; nothing is loaded. A custom id that could not be
-    resolved has only its id, "available": false and the reason."""
+def model_rows(cache: ModelCache, visible: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Every offered model, then the custom ids tried lately (only those in `visible`, when given: one visitor's);
+    nothing is loaded. A custom id that could not be resolved has only its id, "available": false and the reason."""
     rows = [model_row(spec, *cache.status(spec), custom=False) for spec in cache.specs.values()]
     for model_id, spec in cache.custom_specs():
+        if visible is not None and model_id not in visible:
+            continue
         if isinstance(spec, ModelSpec):
             rows.append(model_row(spec, *cache.status(spec), custom=True))
         else:
@@ -171,10 +174,9 @@ def runtime_summary(config: Settings, specs: dict[str, ModelSpec], *, upload_mb:
     backends = sorted({default_backend(s) if config.backend == "auto" else config.backend for s in specs.values()})
     hub = ("offline (HF_HUB_OFFLINE=1): bundled models only" if hub_offline()
            else "online: Hub models download on first use")
-    caches = f"Hub `{hub_cache_dir()}` · ONNX `{config.onnx_cache or user_cache_dir() / 'onnx'}`"
     custom = (f"on (Hub ids and uploads up to {upload_mb} MB; downloads up to {config.max_weights_mb} MB)"
               if config.custom_models else f"off ({CUSTOM_SWITCH}=0)")
     return (f"**Backend:** {config.backend} → {', '.join(backends)} · **Device:** {config.device} → "
             f"{device} · **Hub:** {hub} · **Model runs at once:** {config.concurrency} · "
             f"**Models kept loaded:** {config.max_models} · **Custom models:** {custom} · "
-            f"**Caches:** {caches}")
+            f"**Memory per request:** {config.request_memory_mb:,} MB")  # no server path: a visitor reads it

@@ -7,6 +7,7 @@ worker's, `GAN_STUDIO_ONNX_CACHE`, or any `python -m export -o DIR`: the same, s
     DIR/<spec id>/<spec id>.<precision>.onnx     the model (inputs and outputs float32, dynamic N, H, W)
     DIR/<spec id>/<spec id>.<precision>.json     sidecar: spec, opset, sha256, weights, parity, quantization
     DIR/<spec id>/tournament.<device>.json       which runtime and precision `backend="auto"` picked here, and why
+    (<spec id>: a curated id as it is; a custom model named by a path or with options: <file name>-<weights hash>)
 
 Precisions:
     fp32  torch.onnx.export(dynamo=True); parity: max |onnx - torch| <= FP32_TOLERANCE x value range.
@@ -29,7 +30,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
 import tempfile
 import threading
 import time
@@ -49,6 +49,7 @@ from ..files import atomic_write, sha256_file
 from ..settings import ENV, onnx_cache_dir, user_cache_dir
 from ..specs import ModelSpec
 from ..tiling import requested_tile, run_array
+from .disk_cache import folder_name
 
 FORMAT = "gan_models.onnx/1"
 # How each precision is made; bumping one re-exports that precision in every cache (older files are stale).
@@ -119,16 +120,15 @@ def cache_dir() -> Path:
     return onnx_cache_dir() or user_cache_dir() / "onnx"
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
-
-
 def model_dir(root: Path, spec: ModelSpec) -> Path:
-    return Path(root) / _safe(spec.id)
+    """`root`/<spec id>, or for a custom model named by a path or options `root`/<file name>-<weights hash>
+    (`disk_cache.folder_name`)."""
+    return Path(root) / folder_name(spec)
 
 
 def onnx_path_for(root: Path, spec: ModelSpec, precision: str) -> Path:
-    return model_dir(root, spec) / f"{_safe(spec.id)}.{precision}.onnx"
+    folder = model_dir(root, spec)
+    return folder / f"{folder.name}.{precision}.onnx"
 
 
 def state_sha256(module: Any) -> str:

@@ -5,9 +5,12 @@
 A Translator starts on torch and answers at once; when the job finishes, `on_ready` gets the tournament's backend
 (not called when torch fp32 itself won: the Translator already runs it). Bounded: `jobs` threads (one by default:
 exports and timing want the whole CPU, and two at once would time each other) and at most `max_queued` waiting jobs;
-a full queue refuses the job (the model stays on torch until it is loaded again). A job that fails is remembered for
-these weights (the last `max_failed`) and not run again in this process, however many requests or loads ask; a
-finished choice is kept (the last `max_kept`) so the next Translator of the same weights starts on it directly.
+a full queue refuses the job (the model stays on torch until it is loaded again). A job whose own memory estimate
+(`budget.check_preparation`) is over what is free is skipped with its reason (staying on torch; asked again, it is
+estimated again). A job that fails is remembered for these weights (the last `max_failed`) and not run again in this
+process, however many requests or loads ask; a finished choice is kept (the last `max_kept`) so the next Translator
+of the same weights starts on it directly. After each job the export cache is pruned to `max_cache_mb` (least
+recently used model folders first).
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import budget
 from ..errors import GanModelsError, first_line
 from ..specs import ModelSpec
 from ..weights import LoadedModel
 from .base import Backend, resolve_device
-from .onnx_export import spec_record
-from .tournament import Outcome, run_tournament
+from .disk_cache import prune, touch
+from .onnx_export import cache_dir, model_dir, spec_record
+from .tournament import Outcome, bench_input, run_tournament
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ OnReady = Callable[[Backend], None]
 DEFAULT_JOBS = 1
 DEFAULT_MAX_QUEUED = 8
 DEFAULT_MAX_KEPT = 8
+DEFAULT_MAX_CACHE_MB = 2048
 # Failed preparations remembered (a small Job each): enough for every model an app keeps loaded many times over; a
 # failure pushed out is tried again when its model is next loaded.
 DEFAULT_MAX_FAILED = 64
@@ -108,17 +114,23 @@ class Preparer:
         max_kept: finished choices remembered for instant reuse.
         max_failed: failed preparations remembered (not run again), the oldest forgotten first.
         root: the export cache (default `cache_dir()`).
+        max_cache_mb: size cap of the export cache (`Settings.onnx_cache_mb`).
+        free_bytes: what memory is free now (default: psutil's available memory); a job estimated to need more
+            than half of it is skipped.
     """
 
     def __init__(self, *, jobs: int = DEFAULT_JOBS, max_queued: int = DEFAULT_MAX_QUEUED,
                  max_kept: int = DEFAULT_MAX_KEPT, max_failed: int = DEFAULT_MAX_FAILED,
-                 root: Path | None = None) -> None:
+                 root: Path | None = None, max_cache_mb: int = DEFAULT_MAX_CACHE_MB,
+                 free_bytes: Callable[[], int] = budget.free_bytes) -> None:
         if jobs < 1 or max_queued < 1:
             raise GanModelsError(f"a Preparer needs jobs >= 1 and max_queued >= 1, not {jobs} and {max_queued}")
         self._jobs = jobs
         self._max_kept = max_kept
         self._max_failed = max_failed
         self._root = root
+        self.max_cache_mb = max_cache_mb
+        self._free_bytes = free_bytes
         self._queue: queue.Queue[tuple[Job, Callable[[], LoadedModel], str, int | None]] = queue.Queue(max_queued)
         self._lock = threading.Lock()
         self._active: dict[tuple, Job] = {}  # queued or running, by key: a second ask joins the first
@@ -197,16 +209,27 @@ class Preparer:
                 self._queue.task_done()
 
     def _run(self, job: Job, load: Callable[[], LoadedModel], device: str, threads: int | None) -> None:
+        skipped = False
         try:
             loaded = load()
+            budget.check_preparation(loaded.module, loaded.spec, preparation_side(loaded.spec),
+                                     free=self._free_bytes)
             job._finish(run_tournament(loaded.spec, loaded.module, loaded.source, device=device, threads=threads,
                                        root=self._root))
+        except budget.OverBudgetError as exc:
+            skipped = True
+            job.error = f"skipped: {exc}"
+            logger.warning("%s: background preparation %s", job.spec_id, job.error)
         except Exception as exc:  # noqa: BLE001 - a background failure must never reach a request; it is remembered
             job.error = f"{type(exc).__name__}: {first_line(exc)}"
             logger.warning("%s: background preparation failed, staying on torch: %s", job.spec_id, job.error)
+        else:
+            self._prune(loaded.spec)
         with self._lock:
             self._active.pop(job.key, None)
-            if job.error is not None:
+            if skipped:
+                pass  # not remembered: with more memory free later, a new load is estimated again
+            elif job.error is not None:
                 self._failed[job.key] = job
                 while len(self._failed) > self._max_failed:
                     self._failed.popitem(last=False)
@@ -224,6 +247,23 @@ class Preparer:
         if job.backend is not None:
             for callback in callbacks:
                 callback(job.backend)
+
+
+    def _prune(self, spec: ModelSpec) -> None:
+        root = self._root if self._root is not None else cache_dir()
+        folder = model_dir(root, spec)
+        touch(folder)
+        try:
+            prune(root, self.max_cache_mb * 2**20, keep=folder)
+        except OSError as exc:  # a cache another process is cleaning: try again after the next job
+            logger.warning("pruning the ONNX cache failed: %s", first_line(exc))
+
+
+def preparation_side(spec: ModelSpec) -> int:
+    """The largest square side a preparation runs the network on: the tournament's timing input, or the parity image
+    (160x107, whole) for upscalers."""
+    x = bench_input(spec)
+    return max(int(x.shape[-1]), 160 if spec.task == "upscale" else 0)
 
 
 _DEFAULT: Preparer | None = None
