@@ -2,6 +2,7 @@
 
     python -m gan_models list [--task upscale]
     python -m gan_models run default-upscale-x4 photo.jpg more/ -o out/ [--tile 256] [--outscale 2]
+    python -m gan_models run default-upscale-x4 s3://bucket/in -o s3://bucket/out --engine ray [--address auto]
     python -m gan_models eval default-upscale-x4 --data ../shared/data/sr/val [--out eval/]
     python -m gan_models space OWNER/NAME [--hardware zero-a10g] [--private] [--dry-run]   (see gan_models.deploy)
 
@@ -12,16 +13,15 @@ Library errors become one line on stderr (exit 2), never a traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .batch import iter_images
 from .deploy import add_space_arguments
 from .errors import GanModelsError
-from .imaging import IMAGE_SUFFIXES
 from .runtimes import tune_malloc
 from .settings import Settings
 from .specs import SPECS, TASKS
@@ -54,8 +54,9 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="translate or upscale image files and folders")
     run.add_argument("model", help="model id (see `list`), a train.py output folder, or a custom model: "
                      "owner/name[/file.pth][#network] on the Hub or a local weights file (docs/custom-models.md)")
-    run.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
-    run.add_argument("-o", "--out", type=Path, required=True, help="output folder (created if missing)")
+    run.add_argument("inputs", nargs="+", help="image files or folders (searched recursively); with --engine ray "
+                     "also filesystem URIs pyarrow opens (s3://, gs://, ...)")
+    run.add_argument("-o", "--out", required=True, help="output folder (created if missing); a URI with --engine ray")
     run.add_argument("--tile", type=_parse_tile, default="auto", help="tile size in input pixels, 0 = none, auto")
     run.add_argument("--outscale", type=float, default=None, help="final scale (default: the model's scale)")
     run.add_argument("--backend", default=settings.backend, help="auto | torch | onnx (default: GAN_STUDIO_BACKEND)")
@@ -63,6 +64,12 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     run.add_argument("--no-fallback", action="store_true", help="fail instead of using a bundled fallback model")
     run.add_argument("--suffix", default=None, help="added to output names (default: _MODEL)")
+    run.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: a loop in this process; ray: Ray Data actors (pip install -r requirements-cluster.txt;"
+                     " docs/scale.md)")
+    run.add_argument("--address", default=None, help="ray: cluster to join ('auto': the running one; default: start "
+                     "a local Ray)")
+    run.add_argument("--workers", type=int, default=None, help="ray: translator actors (default: one per GPU, else 2)")
     ev = sub.add_parser("eval", help="measure quality on a folder of images (see gan_models.evaluate)")
     ev.add_argument("model", help="model id or a train.py output folder")
     ev.add_argument("--data", type=Path, required=True, help="folder of images (HR photos for upscalers)")
@@ -73,19 +80,6 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--device", default=settings.device, help="auto | cpu | cuda (default: GAN_STUDIO_DEVICE)")
     add_space_arguments(sub.add_parser("space", help="publish this checkout as a Hugging Face Space"))
     return parser
-
-
-def iter_images(inputs: Sequence[Path]) -> Iterator[Path]:
-    """Files as given, folders searched recursively for image files, in a stable order, each once."""
-    seen: set[Path] = set()
-    for item in inputs:
-        candidates = (sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir()
-                      else [item])
-        for path in candidates:
-            key = path.resolve()
-            if key not in seen:
-                seen.add(key)
-                yield path
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -99,21 +93,26 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .custom import file_safe_name
-    from .imaging import image_notes, save_png
+    if args.engine == "ray":
+        from .engines.ray import run_on_ray
+
+        return run_on_ray(args)
+    from .batch import OVERWRITE_REASON, output_name, output_suffix, report, translate_file
+    from .imaging import save_png
     from .pipeline import translator_for
 
-    out_dir: Path = args.out
+    out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GanModelsError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from exc
     if not _writable(out_dir):
         raise GanModelsError(f"output folder {out_dir} is not writable")
-    files = list(iter_images(args.inputs))
+    inputs = [Path(p) for p in args.inputs]
+    files = list(iter_images(inputs))
     missing = [p for p in files if not p.exists()]
     if not files:
-        raise GanModelsError("no input images found in " + ", ".join(map(str, args.inputs)))
+        raise GanModelsError("no input images found in " + ", ".join(map(str, inputs)))
 
     translator = translator_for(
         args.model, backend=args.backend, device=args.device, threads=args.threads,
@@ -122,34 +121,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if translator.fallback_reason is not None:
         print(f"note: {translator.fallback_reason}", file=sys.stderr)
-    suffix = args.suffix if args.suffix is not None else f"_{file_safe_name(translator.spec.id)}"
+    suffix = output_suffix(args.suffix, translator.spec.id)
     failures: list[tuple[Path, str]] = [(p, "no such file") for p in missing]
     notes: list[tuple[Path, str]] = []
     written = 0
     bar = tqdm([p for p in files if p.exists()], desc=translator.spec.id, unit="img", file=sys.stderr)
     for path in bar:
         bar.set_postfix_str(path.name[-30:])
-        target = out_dir / f"{path.stem}{suffix}.png"
+        target = out_dir / output_name(path.stem, suffix)
         if target.resolve() == path.resolve():
-            failures.append((path, "output would overwrite the input; choose another -o or --suffix"))
+            failures.append((path, OVERWRITE_REASON))
             continue
-        try:
-            result = translator(path, tile=args.tile, outscale=args.outscale)
-            save_png(result, target)
-            written += 1
-            notes.extend((path, note) for note in image_notes(result))
-        except GanModelsError as exc:
-            failures.append((path, str(exc)))
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
-                raise GanModelsError(f"cannot write {target}: {exc.strerror}; stopped after {written} files") from exc
-            failures.append((path, f"{type(exc).__name__}: {exc}"))
-    for path, note in notes:
-        print(f"note: {path}: {note}", file=sys.stderr)
-    for path, reason in failures:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"{written} written to {out_dir}, {len(failures)} skipped", file=sys.stderr)
-    return 1 if failures else 0
+        result = translate_file(translator, path, lambda img, target=target: save_png(img, target),
+                                tile=args.tile, outscale=args.outscale)
+        if result.fatal is not None:
+            raise GanModelsError(f"cannot write {target}: {result.fatal}; stopped after {written} files")
+        written += result.written
+        notes.extend((path, note) for note in result.notes)
+        if result.reason is not None:
+            failures.append((path, result.reason))
+    return report(notes, failures, written, out_dir)
 
 
 def _writable(folder: Path) -> bool:
