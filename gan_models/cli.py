@@ -65,8 +65,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     run.add_argument("--no-fallback", action="store_true", help="fail instead of using a bundled fallback model")
     run.add_argument("--suffix", default=None, help="added to output names (default: _MODEL)")
     run.add_argument("--engine", choices=("local", "ray"), default="local",
-                     help="local: a loop in this process; ray: Ray Data actors (pip install -r requirements-cluster.txt;"
-                     " docs/scale.md)")
+                     help="local: a loop in this process; ray: Ray Data actors "
+                     "(pip install -r requirements-cluster.txt; docs/scale.md)")
     run.add_argument("--address", default=None, help="ray: cluster to join ('auto': the running one; default: start "
                      "a local Ray)")
     run.add_argument("--workers", type=int, default=None, help="ray: translator actors (default: one per GPU, else 2)")
