@@ -47,16 +47,6 @@ def skipped(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith(("skipped ", "note: ")) or " written to " in line]
 
 
-def test_joining_a_cluster_that_is_not_there_is_one_line(tiny_specs, tmp_path, capsys):
-    if ray.is_initialized():
-        pytest.skip("a Ray is running in this process")
-    rgb_image(8, 8).save(tmp_path / "a.png")
-    code = main(["run", str(tiny_specs["upscale"].bundled.parent), str(tmp_path / "a.png"), "-o", str(tmp_path / "o"),
-                 "--engine", "ray", "--address", "127.0.0.1:1"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: cannot start or join the Ray cluster at 127.0.0.1:1")
-
-
 def test_ray_engine_matches_the_local_engine_byte_for_byte(local_ray, tiny_specs, tmp_path, capsys):
     folder = mixed_folder(tmp_path / "in")
     model = str(tiny_specs["upscale"].bundled.parent)
