@@ -15,14 +15,10 @@ import argparse
 import dataclasses
 import importlib.util
 import logging
-import tempfile
 import threading
 import time
-import uuid
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,282 +34,35 @@ from gan_models import (
     GanModelsError,
     ImageTooLargeError,
     InvalidImageError,
-    LoadedModel,
     ModelSpec,
     Settings,
     Translator,
-    UnknownModelError,
     WeightsError,
     WeightsUnavailableError,
-    build_translator,
-    default_backend,
     deploy,
     get_spec,
     imaging,
-    load_model,
 )
-from gan_models.custom import SWITCH as custom_switch
-from gan_models.custom import WEIGHTS_SUFFIXES, file_safe_name, resolve_custom
+from gan_models.cache import ModelCache
+from gan_models.custom import WEIGHTS_SUFFIXES, file_safe_name
 from gan_models.errors import UnsupportedModelError, first_line
-from gan_models.runtimes import (
-    Backend,
-    prepare_in_background,
-    requested_backend,
-    resolve_device,
-    serving,
-    tune_malloc,
-)
-from gan_models.settings import hub_cache_dir, hub_offline, user_cache_dir
+from gan_models.imaging import fit_long_side, for_display, resize_short_side, resized
+from gan_models.runtimes import serving, tune_malloc
+from gan_models.studio import ResultFiles, default_model, info_line, model_rows, models_table, runtime_summary, shown
+from gan_models.tiling import parse_tile
 
 logger = logging.getLogger("gan_studio")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 RESULT_HEIGHT = 420  # px on screen; small results are scaled up to it, large ones down
 CANVAS_SIZE = 512  # drawn at 2x the pix2pix training size, then resized: smoother strokes than a 256 canvas
-MAX_ASPECT = 4  # resizing by the short side never makes the long side more than this many times it
 EMPTY_CANVAS_MESSAGE = "The canvas is empty: draw something or upload a sketch"
-ORIGINS = {
-    "bundled": "bundled with the app",
-    "local": "local file",
-    "hub-cache": "Hugging Face cache",
-    "hub": "downloaded from the Hugging Face Hub",
-}
 STYLE_SIZES = [
     ("Original (up to the size cap)", "original"), ("512 px short side", "512"), ("256 px short side", "256"),
 ]
 TILE_CHOICES = [("Auto", "auto"), ("128", "128"), ("256", "256"), ("512", "512"), ("None (whole image)", "none")]
 CUSTOM_CHOICE = "custom"  # the model pickers' "Custom model…" entry; never a Hub id (those hold a '/')
 CUSTOM_LABEL = "Custom model…"
-FAILURES_KEPT = 64  # remembered load failures (small) beside the max_models loaded translators
-CUSTOM_ROWS_KEPT = 32  # custom ids listed at /models, most recent last
-
-
-@dataclass
-class _Entry:
-    translator: Translator | None
-    error: GanModelsError | None
-    expires: float  # time.monotonic() after which the entry is retried; inf for a model that loaded fine
-
-
-class TranslatorCache:
-    """Loaded translators shared by all requests, keyed by (spec id, backend, device); a bounded LRU.
-
-    A Translator holds no per-request state, so one instance serves concurrent requests. At most
-    `settings.max_models` translators stay loaded: loading one more drops the least recently used that no running
-    request holds (see `use`); curated models reload on demand like custom ones. Failures are remembered for
-    `retry_after_s` so that, with the Hub unreachable, later requests do not wait on the network again. A Hub
-    model that cannot be had is served by its bundled `fallback` spec (`load_model` decides); the fallback's
-    translator is made once and shared by every Hub model that falls back to it, so one copy stays in memory.
-
-    Parameters:
-        specs: the models the app offers, by id; a fallback must be one of them. Other ids are custom models
-            (`gan_models.custom`), resolved with the settings' max_weights_mb and custom_models switch.
-        settings: backend, device, retry_after_s (how long a failure, or a fallback in place of a Hub model, is
-            remembered), tile_budget_mb, max_models, max_weights_mb and custom_models.
-    """
-
-    def __init__(self, specs: Mapping[str, ModelSpec], *, settings: Settings) -> None:
-        self.specs = dict(specs)
-        self.settings = settings
-        self._entries: OrderedDict[tuple[str, str, str], _Entry] = OrderedDict()  # least recently used first
-        self._in_use: Counter[tuple[str, str, str]] = Counter()  # running requests per key: never evicted
-        self._locks: dict[tuple[str, str, str], threading.Lock] = {}
-        self._custom: OrderedDict[str, ModelSpec | GanModelsError] = OrderedDict()  # custom ids tried, for /models
-        self._guard = threading.Lock()
-
-    def _key(self, model_id: str) -> tuple[str, str, str]:
-        return (model_id, self.settings.backend, self.settings.device)
-
-    def _lock(self, key: tuple[str, str, str]) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
-
-    def spec(self, model_id: str, *, allow_local: bool = False) -> ModelSpec:
-        """An offered model's spec, else the custom model `model_id` names (downloaded and detected once).
-
-        Parameters:
-            allow_local: let `model_id` name a file on this machine (the app's own upload paths); text typed by
-                visitors is a Hub id only.
-
-        Raises:
-            UnknownModelError, UnsupportedModelError, WeightsUnavailableError, WeightsError: see
-                `gan_models.custom.resolve_custom`; custom models switched off names GAN_STUDIO_CUSTOM_MODELS.
-        """
-        if model_id in self.specs:
-            return self.specs[model_id]
-        try:
-            spec: ModelSpec | GanModelsError = resolve_custom(
-                model_id, max_weights_mb=self.settings.max_weights_mb, enabled=self.settings.custom_models,
-                allow_local=allow_local)
-        except UnknownModelError:
-            raise  # not a model id at all: nothing to list
-        except GanModelsError as exc:
-            spec = exc
-        if self.settings.custom_models:
-            with self._guard:
-                self._custom[model_id] = spec
-                self._custom.move_to_end(model_id)
-                while len(self._custom) > CUSTOM_ROWS_KEPT:
-                    self._custom.popitem(last=False)
-        if isinstance(spec, GanModelsError):
-            raise spec
-        return spec
-
-    def custom_specs(self) -> list[tuple[str, ModelSpec | GanModelsError]]:
-        """The custom ids tried lately (oldest first) with their spec, or why they could not be resolved."""
-        with self._guard:
-            return list(self._custom.items())
-
-    def known_specs(self) -> Mapping[str, ModelSpec]:
-        """A live view of the offered specs and the custom ones resolved so far; reading it never downloads."""
-        return _KnownSpecs(self)
-
-    def get(self, model_id: str) -> Translator:
-        """The translator for `model_id`, loading it on first use; see `use` for how long it stays loaded."""
-        with self.use(self.spec(model_id)) as translator:
-            return translator
-
-    @contextmanager
-    def use(self, spec: ModelSpec) -> Iterator[Translator]:
-        """The translator for `spec` (loaded on first use, one load at a time per model), held loaded while the
-        block runs: eviction skips it until every request using it has finished.
-
-        Raises:
-            WeightsError, WeightsUnavailableError, GanModelsError: the (remembered) failure.
-        """
-        key = self._key(spec.id)
-        with self._lock(key):
-            with self._guard:
-                entry = self._entries.get(key)
-            if entry is None or time.monotonic() >= entry.expires:
-                entry = self._load(spec)
-            with self._guard:
-                self._entries[key] = entry
-                self._entries.move_to_end(key)
-                if entry.translator is not None:
-                    self._in_use[key] += 1
-                self._evict()
-        if entry.error is not None:
-            raise entry.error
-        assert entry.translator is not None
-        try:
-            yield entry.translator
-        finally:
-            with self._guard:
-                self._in_use[key] -= 1
-                if not self._in_use[key]:
-                    del self._in_use[key]
-                self._evict()  # what was skipped while in use
-
-    def loaded(self) -> list[str]:
-        """Ids of the loaded translators, least recently used first."""
-        with self._guard:
-            return [key[0] for key, entry in self._entries.items() if entry.translator is not None]
-
-    def _evict(self) -> None:
-        """Drop least recently used translators over max_models (not those in use) and old failures; call with
-        `_guard` held. A running request keeps its own reference, so dropping ours never breaks it."""
-        loaded = [key for key, entry in self._entries.items() if entry.translator is not None]
-        excess = len(loaded) - self.settings.max_models
-        for key in loaded:
-            if excess <= 0:
-                break
-            if not self._in_use[key]:
-                self._forget(key)
-                excess -= 1
-        failed = [key for key, entry in self._entries.items() if entry.translator is None]
-        for key in failed[:max(0, len(failed) - FAILURES_KEPT)]:
-            self._forget(key)
-
-    def _forget(self, key: tuple[str, str, str]) -> None:
-        del self._entries[key]
-        lock = self._locks.get(key)
-        if lock is not None and not lock.locked():  # else a load of this key is under way and keeps it
-            del self._locks[key]
-
-    def _load(self, spec: ModelSpec) -> _Entry:
-        retry_at = time.monotonic() + self.settings.retry_after_s
-        try:
-            loaded = load_model(spec, specs=self.specs)
-            if not loaded.fell_back:
-                return _Entry(self._build(loaded), None, float("inf"))
-            shared = self._shared_fallback(loaded)
-        except GanModelsError as exc:
-            logger.warning("%s failed to load: %s", spec.id, exc)
-            return _Entry(None, exc, retry_at)
-        logger.warning("%s", loaded.fallback_reason)
-        # Remembered for retry_after_s only: after that the Hub is tried again.
-        translator = Translator(shared.spec, shared.backend, source=shared.source,
-                                fallback_reason=loaded.fallback_reason, tile_budget_mb=self.settings.tile_budget_mb)
-        if shared.backend.name == "torch" and requested_backend(self.settings.backend) == "auto":
-            # The shared translator may still be on torch while its runtime is prepared: follow the same job (it
-            # is joined, or calls back at once when it has finished).
-            prepare_in_background(LoadedModel(spec=shared.spec, module=shared.backend.model, source=shared.source),
-                                  device=self.settings.device, on_ready=lambda chosen: setattr(translator, "backend",
-                                                                                               chosen))
-        return _Entry(translator, None, retry_at)
-
-    def _shared_fallback(self, loaded: LoadedModel) -> Translator:
-        """The fallback model's own cached translator; made from `loaded` when there is none yet.
-
-        `load_model` has just read the fallback's weights (a small bundled file); when the fallback is already
-        cached that copy is dropped here, so one copy stays in memory. Called with the requested model's lock held;
-        fallbacks are bundled models without a fallback of their own, so the two locks are never taken the other
-        way round.
-        """
-        key = self._key(loaded.spec.id)
-        with self._lock(key):
-            with self._guard:
-                entry = self._entries.get(key)
-            if entry is None or entry.translator is None or time.monotonic() >= entry.expires:
-                own = dataclasses.replace(loaded, requested=loaded.spec, fallback_reason=None)
-                entry = _Entry(self._build(own), None, float("inf"))
-                with self._guard:
-                    self._entries[key] = entry
-            assert entry.translator is not None
-            return entry.translator
-
-    def _build(self, loaded: LoadedModel) -> Translator:
-        return build_translator(loaded, backend=self.settings.backend, device=self.settings.device,
-                                tile_budget_mb=self.settings.tile_budget_mb)
-
-    def status(self, spec: ModelSpec) -> tuple[bool, str]:
-        """(available, status text) without loading anything."""
-        if spec.bundled is not None and not spec.sources and not spec.bundled.is_file():
-            return False, f"unavailable: weights file {spec.bundled.name} is missing"
-        with self._guard:
-            entry = self._entries.get(self._key(spec.id))
-        if entry is None:
-            return True, "not loaded (loads on first use)"
-        if entry.error is not None:
-            return False, f"unavailable: {entry.error}"
-        assert entry.translator is not None
-        if entry.translator.fallback_reason is not None:
-            return True, f"fallback: {entry.translator.fallback_reason}"
-        return True, "loaded"
-
-
-class _KnownSpecs(Mapping[str, ModelSpec]):
-    """TranslatorCache.known_specs(): what deploy.gpu_durations sizes a ZeroGPU reservation from, at request time."""
-
-    def __init__(self, cache: TranslatorCache) -> None:
-        self._cache = cache
-
-    def _all(self) -> dict[str, ModelSpec]:
-        seen = {key: spec for key, spec in self._cache.custom_specs() if isinstance(spec, ModelSpec)}
-        return {**seen, **self._cache.specs}
-
-    def __getitem__(self, model_id: str) -> ModelSpec:
-        return self._all()[model_id]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-
-# --- conversions -------------------------------------------------------------------------------------------------
 
 
 class ImageInput(gr.Image):
@@ -421,54 +170,6 @@ class IntegerRadio(gr.Radio):
         return {**super().api_info(), "type": "integer"}
 
 
-def for_display(img: Image.Image) -> Image.Image:
-    """An 8-bit copy the browser shows correctly (16-bit PNGs come out white in Gradio's viewer); keeps alpha."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I") else 1.0
-        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if img.mode in ("L", "LA", "RGB", "RGBA"):
-        return img
-    return img.convert("RGBA" if "transparency" in img.info or img.mode in ("PA", "RGBa") else "RGB")
-
-
-def _resized(img: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """`img` at `size` (W, H) with a smooth filter; P and 1 images become RGB(A) first (PIL cannot filter them)."""
-    if img.size == size:
-        return img
-    if img.mode in ("P", "PA", "1"):
-        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
-    return img.resize(size, Image.Resampling.LANCZOS)
-
-
-def _fit_long_side(img: Image.Image, side: int) -> Image.Image:
-    """Shrink so the long side is at most `side`; smaller images are returned unchanged."""
-    w, h = img.size
-    k = min(1.0, side / max(w, h))
-    return _resized(img, (max(1, round(w * k)), max(1, round(h * k))))
-
-
-def _resize_short_side(img: Image.Image, side: int) -> Image.Image:
-    """Resize (up or down) so the short side is `side`, but the long side at most MAX_ASPECT x `side`.
-
-    Without the cap a 1x5000 strip would become 256 x 1 280 000 px before it reaches the model.
-    """
-    w, h = img.size
-    k = min(side / min(w, h), MAX_ASPECT * side / max(w, h))
-    return _resized(img, (max(1, round(w * k)), max(1, round(h * k))))
-
-
-def _parse_tile(tile: str | int | None) -> int | str | None:
-    if tile in (None, "none", "None", 0, "0"):
-        return None
-    if tile == "auto":
-        return "auto"
-    try:
-        return int(tile)
-    except (TypeError, ValueError):
-        raise gr.Error(f"tile must be auto, none or a number of pixels, not {tile!r}") from None
-
-
 def _progress_callback(progress: gr.Progress) -> Callable[[int, int], None]:
     def report(done: int, total: int) -> None:
         progress((done, total), desc="Running the model", unit="tiles")
@@ -511,9 +212,8 @@ class Studio:
 
     def __init__(self, *, specs: Mapping[str, ModelSpec], config: Settings) -> None:
         self.config = config
-        self.cache = TranslatorCache(specs, settings=config)
-        self._out_dir: Path | None = None
-        self._out_lock = threading.Lock()
+        self.cache = ModelCache(specs, settings=config)
+        self.files = ResultFiles()
 
     @property
     def specs(self) -> dict[str, ModelSpec]:
@@ -525,37 +225,19 @@ class Studio:
         return offered + ([(CUSTOM_LABEL, CUSTOM_CHOICE)] if self.config.custom_models else [])
 
     def default_model(self, task: str) -> str | None:
-        ids = [spec.id for spec in self.specs.values() if spec.task == task]
-        if task == "upscale" and self.config.device != "cuda":
-            # RRDBNet x4 takes minutes per megapixel on a CPU; the compact bundled model takes seconds.
-            bundled = [i for i in ids if self.specs[i].is_bundled]
-            ids = bundled + [i for i in ids if i not in bundled]
-        return ids[0] if ids else None
+        return default_model(self.specs, task, device=self.config.device)
 
     def warm_defaults(self) -> threading.Thread:
         """Load each tab's default model in a background thread (start-up), so the first request finds it loaded;
         with backend "auto" its fastest runtime is then prepared in the background too. Returns the thread."""
-
-        def load_defaults() -> None:
-            for task in TASKS:
-                model_id = self.default_model(task)
-                if model_id is None:
-                    continue
-                try:
-                    self.cache.get(model_id)
-                except GanModelsError as exc:  # the tab says so when it is used; start-up goes on
-                    logger.warning("warming %s failed: %s", model_id, first_line(exc))
-
-        thread = threading.Thread(target=load_defaults, name="warm-defaults", daemon=True)
-        thread.start()
-        return thread
+        return self.cache.warm(i for i in map(self.default_model, TASKS) if i is not None)
 
     @contextmanager
     def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
                ) -> Iterator[Translator]:
-        """The translator `model` names, held loaded for the block: an offered id, a Hub id, or (model "custom")
-        the uploaded `weights_file` (the file drop's file_types refuse other suffixes). Visitors' text never
-        reaches this machine's files; uploads are local."""
+        """The translator `model` names, held loaded for the block and pinned to its current backend for the
+        request: an offered id, a Hub id, or (model "custom") the uploaded `weights_file` (the file drop's
+        file_types refuse other suffixes). Visitors' text never reaches this machine's files; uploads are local."""
         if model == CUSTOM_CHOICE:
             if not self.config.custom_models:
                 self.cache.spec(CUSTOM_CHOICE)  # raises the switched-off message
@@ -567,52 +249,15 @@ class Studio:
             spec = self.cache.spec(model or "")
         if spec.task != task:
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
-            raise gr.Error(f"{_shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
+            raise gr.Error(f"{shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
                            + (f", or a custom {task} model" if self.config.custom_models else ""))
         progress(0, desc=f"Loading {spec.title}")
         with self.cache.use(spec) as translator, serving():  # background preparation pauses meanwhile
-            yield translator
+            yield translator.pinned()
 
-    def _info(self, requested: str, translator: Translator, backend: Backend, seconds: float,
-              result: Image.Image) -> str:
-        spec, source = translator.spec, translator.source
-        size = result.size
-        origin = ORIGINS.get(source.origin, source.origin) if source is not None else "unknown"
-        if source is not None and source.hub is not None:
-            origin += f" ({source.hub.repo_id})"
-        # int8/fp16 trade a little accuracy (>= 40 dB PSNR vs fp32, checked at export): say so
-        runtime = backend.name if backend.precision == "fp32" else f"{backend.name} {backend.precision}"
-        if requested == CUSTOM_CHOICE:  # an upload: the spec is the file
-            requested = spec.id
-        line = (f"**{spec.title}** (`{_shown(spec.id)}`) · {runtime} on {backend.device} · {seconds:.2f} s · "
-                f"{size[0]}×{size[1]} px · weights: {origin}")
-        if translator.fallback_reason is not None:
-            line += f"\n\n⚠️ {translator.fallback_reason}"
-        elif requested != spec.id:
-            line += f"\n\n⚠️ {requested} is served by {spec.id}"
-        notes = imaging.image_notes(result)
-        if notes:  # what happened to the input on the way: first frame of an animation, CMYK converted, ...
-            line += "\n\nℹ️ " + "; ".join(notes)
-        return line
-
-    def _write_png(self, img: Image.Image, stem: str) -> str:
-        """Save `img` as a uniquely named PNG (atomically) and return its path.
-
-        Handlers return images as these files, not as PIL images: Gradio saves a PIL output under a name derived
-        from its content and rewrites that file in place, so two requests with the same result (the same example
-        clicked twice) could serve each other a half-written file. A file path is copied into Gradio's cache
-        atomically instead.
-        """
-        with self._out_lock:
-            if self._out_dir is None:
-                self._out_dir = Path(tempfile.mkdtemp(prefix="gan-studio-"))
-            cutoff = time.time() - 3600  # Gradio keeps its own copy for the browser; ours only has to outlive it
-            for old in self._out_dir.glob("*.png"):
-                if old.stat().st_mtime < cutoff:
-                    old.unlink(missing_ok=True)
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:60] or "image"
-        path = self._out_dir / f"{safe}-{uuid.uuid4().hex[:12]}.png"
-        return str(imaging.save_png(img, path))
+    def _info(self, requested: str, translator: Translator, seconds: float, result: Image.Image) -> str:
+        return info_line(translator, seconds, result,
+                         requested=translator.spec.id if requested == CUSTOM_CHOICE else requested)  # upload: file
 
     # --- handlers (their names and docstrings are the API and MCP descriptions) -----------------------------------
     # Gradio reads the first line of each argument only (and each Returns line as one item): keep them one line.
@@ -641,16 +286,15 @@ class Studio:
             start = time.perf_counter()
             img = imaging.load_image(image, max_pixels=self.config.max_input_pixels)
             if output_size in (None, "", "original"):
-                img = _fit_long_side(img, self.config.max_style_side)
+                img = fit_long_side(img, self.config.max_style_side)
             elif str(output_size).isdigit():
-                img = _resize_short_side(img, int(output_size))
+                img = resize_short_side(img, int(output_size))
             else:
                 raise gr.Error(f"output_size must be original, 512 or 256, not {output_size!r}")
-            backend = translator.backend  # the path this request runs, whatever a background switch does meanwhile
-            result = translator(img, progress=_progress_callback(progress), backend=backend)
+            result = translator(img, progress=_progress_callback(progress))
             seconds = time.perf_counter() - start
-        preview = self._write_png(for_display(result), f"{Path(str(image)).stem}_{file_safe_name(translator.spec.id)}")
-        return preview, self._info(style, translator, backend, seconds, result)
+        preview = self.files.write(for_display(result), f"{Path(str(image)).stem}_{file_safe_name(translator.spec.id)}")
+        return preview, self._info(style, translator, seconds, result)
 
     def sketch_to_photo(
         self, sketch: dict | None, model: str, fit_to_model: bool = True, weights_file: str | None = None,
@@ -686,12 +330,11 @@ class Studio:
                 start = time.perf_counter()
                 size = translator.spec.input_size
                 if fit_to_model and size:
-                    img = _resize_short_side(img.convert("RGB"), size)
-                backend = translator.backend
-                result = translator(img, progress=_progress_callback(progress), backend=backend)
+                    img = resize_short_side(img.convert("RGB"), size)
+                result = translator(img, progress=_progress_callback(progress))
                 seconds = time.perf_counter() - start
-        preview = self._write_png(for_display(result), f"sketch_{file_safe_name(translator.spec.id)}")
-        return preview, self._info(model, translator, backend, seconds, result)
+        preview = self.files.write(for_display(result), f"sketch_{file_safe_name(translator.spec.id)}")
+        return preview, self._info(model, translator, seconds, result)
 
     def edges_from_photo(self, photo: str | None, model: str) -> dict:
         """The edge map the sketch models were trained on, from a photo, placed on the canvas."""
@@ -734,20 +377,20 @@ class Studio:
             raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
         if not 1 <= scale <= 8:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
-        tile_arg = _parse_tile(tile)
+        with _user_errors():
+            tile_arg = parse_tile(tile)
         named = _named(model, weights_file)
         with _user_errors(named), self._model(model, "upscale", progress, weights_file) as translator:
             start = time.perf_counter()
             source = imaging.load_image(image, max_pixels=self.config.max_upscale_pixels)
-            backend = translator.backend
             result = translator(source, tile=tile_arg, outscale=scale, progress=_progress_callback(progress),
-                                max_pixels=self.config.max_upscale_pixels, backend=backend)
+                                max_pixels=self.config.max_upscale_pixels)
             seconds = time.perf_counter() - start
-            path = self._write_png(result, f"{Path(str(image)).stem}_x{scale:g}")
-        after = _fit_long_side(for_display(result), self.config.preview_side)
-        before = _resized(for_display(source), after.size)
-        previews = (self._write_png(before, "before"), self._write_png(after, "after"))
-        return previews, path, self._info(model, translator, backend, seconds, result)
+            path = self.files.write(result, f"{Path(str(image)).stem}_x{scale:g}")
+        after = fit_long_side(for_display(result), self.config.preview_side)
+        before = resized(for_display(source), after.size)
+        previews = (self.files.write(before, "before"), self.files.write(after, "after"))
+        return previews, path, self._info(model, translator, seconds, result)
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the app offers, then the custom models tried lately: id, title, task, custom, family,
@@ -757,79 +400,16 @@ class Studio:
         Returns:
             A JSON list; "available" is false for models whose weights failed to load (the reason is in "status").
         """
-        rows = [_model_row(spec, *self.cache.status(spec), custom=False) for spec in self.specs.values()]
-        for model_id, spec in self.cache.custom_specs():
-            if isinstance(spec, ModelSpec):
-                rows.append(_model_row(spec, *self.cache.status(spec), custom=True))
-            else:
-                rows.append({"id": _shown(model_id), "custom": True, "available": False,
-                             "status": f"unavailable: {first_line(spec)}"})
-        return rows
+        return model_rows(self.cache)
 
     def runtime(self) -> str:
         """Backend and device in use, for the Settings panel."""
-        try:
-            device = resolve_device(self.config.device)
-        except GanModelsError as exc:
-            device = f"unavailable ({exc})"
-        backends = sorted({default_backend(s) if self.config.backend == "auto" else self.config.backend
-                           for s in self.specs.values()})
-        hub = ("offline (HF_HUB_OFFLINE=1): bundled models only" if hub_offline()
-               else "online: Hub models download on first use")
-        caches = f"Hub `{hub_cache_dir()}` · ONNX `{self.config.onnx_cache or user_cache_dir() / 'onnx'}`"
-        custom = (f"on (Hub ids and uploads up to {upload_weights_mb(self.config)} MB; downloads up to "
-                  f"{self.config.max_weights_mb} MB)" if self.config.custom_models
-                  else f"off ({custom_switch}=0)")
-        return (f"**Backend:** {self.config.backend} → {', '.join(backends)} · **Device:** {self.config.device} → "
-                f"{device} · **Hub:** {hub} · **Model runs at once:** {self.config.concurrency} · "
-                f"**Models kept loaded:** {self.config.max_models} · **Custom models:** {custom} · "
-                f"**Caches:** {caches}")
-
-
-def _model_row(spec: ModelSpec, available: bool, status: str, *, custom: bool) -> dict[str, Any]:
-    return {
-        "id": _shown(spec.id),
-        "title": spec.title,
-        "task": spec.task,
-        "custom": custom,
-        # custom specs describe themselves as "<detected family>: <numbers read from the file>"
-        "family": spec.description.partition(": ")[0] if custom else None,
-        "arch": spec.arch,
-        "bundled": spec.is_bundled,
-        "available": available,
-        "status": status,
-        "hub_repo": spec.repo_id,
-        "hub_file": spec.filename,
-        "revision": spec.revision,
-        "fallback": spec.fallback,
-        "scale": spec.scale,
-        "input_size": spec.input_size,
-        "licence": spec.licence,
-    }
+        return runtime_summary(self.config, self.specs, upload_mb=upload_weights_mb(self.config))
 
 
 def _named(model: str | None, weights_file: str | None) -> str | None:
     """What a request's model is called in messages: the uploaded file's name for the custom entry."""
-    return _shown(str(weights_file)) if model == CUSTOM_CHOICE and weights_file else model
-
-
-def _shown(model_id: str) -> str:
-    """A model id as users see it: an uploaded file by its name, not the server's temporary path."""
-    return Path(model_id).name if Path(model_id).is_absolute() else model_id
-
-
-def models_table(rows: list[dict[str, Any]] | None) -> str:
-    """Markdown table of the /models rows for the Settings panel."""
-    lines = ["| model | task | weights | status |", "|---|---|---|---|"]
-    for row in rows or []:
-        if "title" not in row:  # a custom id that could not be resolved
-            lines.append(f"| custom: `{row['id']}` | | | {row['status']} |")
-            continue
-        where = "bundled" if row["bundled"] else f"Hub: `{row['hub_repo']}`" if row["hub_repo"] else "local file"
-        if row["custom"]:
-            where = f"custom, {row['family']} · {where}"
-        lines.append(f"| {row['title']} (`{row['id']}`) | {row['task']} | {where} | {row['status']} |")
-    return "\n".join(lines)
+    return shown(str(weights_file)) if model == CUSTOM_CHOICE and weights_file else model
 
 
 def _examples(rows: list[list[Any]]) -> list[list[Any]]:
@@ -846,32 +426,37 @@ def _canvas_example(path: Path) -> dict[str, Any] | None:
 def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tuple[gr.Dropdown, gr.File]:
     """A tab's model dropdown and, behind its "Custom model…" entry, a Hub id field and a weights-file drop.
 
-    The dropdown accepts any value so that API callers can pass a Hub id as `model`; in the browser the run
-    button's js puts the typed id in the entry's place (`_custom_id_js`). The file drop is the handler's
-    `weights_file` argument.
+    The dropdown accepts any value, so API callers pass a Hub id as `model`; in the browser the id field's events
+    put the typed id in the dropdown (a dropped file puts "custom" back: the file wins, as the handler's
+    `weights_file` argument). The custom fields stay shown while the dropdown holds anything but an offered id.
     """
-    custom = studio.config.custom_models
+    offered = {i for _, i in studio.choices(task) if i != CUSTOM_CHOICE}
     dropdown = ModelDropdown(studio.choices(task), value=studio.default_model(task), label=label,
                              allow_custom_value=True, elem_id=f"{prefix}-model")
     with gr.Group(visible=False) as group:
-        gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
-                   placeholder="owner/name[/file.pth][@revision][#network][?range=0,1]")
+        typed = gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
+                           placeholder="owner/name[/file.pth][@revision][#network][?range=0,1]")
         weights = gr.File(label=f"…or drop a weights file (up to {upload_weights_mb(studio.config)} MB)",
                           file_types=list(WEIGHTS_SUFFIXES), type="filepath", height=110,
                           elem_id=f"{prefix}-custom-file")
-    if custom:
-        dropdown.change(lambda choice: gr.Group(visible=choice == CUSTOM_CHOICE), dropdown, group,
-                        api_visibility="private", queue=False)
+    if studio.config.custom_models:
+        private = {"api_visibility": "private", "queue": False}
+
+        def chosen(choice: str | None, text: str | None, weights_file: str | None) -> tuple[Any, Any]:
+            # "Custom model…" picked again with an id still in the field: that id is the model
+            value = _custom_model_value(text, weights_file) if choice == CUSTOM_CHOICE else choice
+            return gr.Group(visible=bool(choice) and choice not in offered), gr.skip() if value == choice else value
+
+        dropdown.change(chosen, [dropdown, typed, weights], [group, dropdown], **private)
+        for event in (typed.change, typed.submit, weights.change):
+            event(_custom_model_value, [typed, weights], dropdown, **private)
     return dropdown, weights
 
 
-def _custom_id_js(prefix: str) -> str:
-    """Browser code run before a model handler: with "Custom model…" chosen, no file dropped and an id typed, the
-    typed id becomes the `model` argument (inputs: image, model, ..., weights file)."""
-    return (f"(...args) => {{ const box = document.querySelector('#{prefix}-custom-id textarea, "
-            f"#{prefix}-custom-id input'); const typed = box ? box.value.trim() : ''; "
-            f"if (args[1] === '{CUSTOM_CHOICE}' && !args[args.length - 1] && typed) args[1] = typed; "
-            "return args; }")
+def _custom_model_value(text: str | None, weights_file: str | None) -> str:
+    """The model dropdown's value from the custom fields: the typed id, or "custom" (a dropped file, or nothing)."""
+    text = (text or "").strip()
+    return CUSTOM_CHOICE if weights_file or not text else text
 
 
 def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings | None = None,
@@ -972,15 +557,15 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
 
         style_btn.click(deploy.gpu(studio.style_transfer, duration=durations["style_transfer"]),
                         [style_in, style_model, style_size, style_weights], [style_out, style_info],
-                        api_name="style_transfer", js=_custom_id_js("style"), **heavy)
+                        api_name="style_transfer", **heavy)
         sketch_btn.click(deploy.gpu(studio.sketch_to_photo, duration=durations["sketch_to_photo"]),
                          [canvas, sketch_model, sketch_fit, sketch_weights], [sketch_out, sketch_info],
-                         api_name="sketch_to_photo", js=_custom_id_js("sketch"), **heavy)
+                         api_name="sketch_to_photo", **heavy)
         edge_btn.click(studio.edges_from_photo, [edge_photo, sketch_model], canvas, api_name="edges_from_photo",
                        **light)
         up_btn.click(deploy.gpu(studio.upscale, duration=durations["upscale"]),
                      [up_in, up_model, up_scale, up_tile, up_weights], [up_slider, up_file, up_info],
-                     api_name="upscale", js=_custom_id_js("upscale"), **heavy)
+                     api_name="upscale", **heavy)
         models_btn.click(studio.models, None, models_json, api_name="models", concurrency_limit=None).then(
             models_table, models_json, models_md, api_name="models_table", **light)
         demo.load(studio.runtime, None, runtime_md, api_name="runtime", **light).then(

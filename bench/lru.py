@@ -4,8 +4,9 @@
     python -m bench.lru --models 20 --max-models 100    # for comparison: every model stays
 
 Writes N distinct RRDBNet checkpoints (64 features, 6 blocks, 17 MB each, seeds 0..N-1) in Real-ESRGAN's layout
-(`params_ema`) into a temporary folder, loads each through the app's TranslatorCache as an uploaded custom model
-(detected, torch backend on the CPU), runs it on a 96² image, and prints the process RSS after each.
+(`params_ema`) into a temporary folder, loads each through `gan_models.cache.ModelCache` (the app's model cache) as an
+uploaded custom model (detected, torch backend on the CPU), runs it on a 96² image, and prints the
+process RSS after each.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-models", type=int, default=4)
     args = parser.parse_args(argv)
 
-    from app import TranslatorCache
     from gan_models import SPECS, Settings
     from gan_models.archs import build_arch
+    from gan_models.cache import ModelCache
     from gan_models.runtimes import tune_malloc
 
     tune_malloc()
     torch.set_num_threads(1)
-    cache = TranslatorCache(SPECS, settings=Settings(backend="torch", device="cpu", max_models=args.max_models))
+    cache = ModelCache(SPECS, settings=Settings(backend="torch", device="cpu", max_models=args.max_models))
     image = np.random.default_rng(0).random((1, 3, 96, 96), dtype=np.float32)
     process = psutil.Process()
     with tempfile.TemporaryDirectory(prefix="gan-lru-") as tmp:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from .cache import ModelCache
 from .errors import (
     BackendUnavailableError,
     GanModelsError,
@@ -21,7 +22,16 @@ from .pipeline import Translator, build_translator, translator_for
 from .runtimes import Backend, BackendOutOfMemory, OnnxBackend, TorchBackend, default_backend, warm
 from .settings import Settings
 from .specs import SPECS, TASKS, HubFile, ModelSpec, get_spec, spec_from_config, specs_for_task
-from .weights import LoadedModel, WeightsSource, load_model, resolve_weights, save_model_folder
+from .weights import (
+    LoadedModel,
+    WeightsSource,
+    load_generator,
+    load_generator_with_source,
+    load_model,
+    load_with_fallback,
+    resolve_weights,
+    save_model_folder,
+)
 
 __all__ = [
     "SPECS",
@@ -34,6 +44,7 @@ __all__ = [
     "ImageTooLargeError",
     "InvalidImageError",
     "LoadedModel",
+    "ModelCache",
     "ModelSpec",
     "OnnxBackend",
     "OnnxExportError",
@@ -47,7 +58,10 @@ __all__ = [
     "build_translator",
     "default_backend",
     "get_spec",
+    "load_generator",
+    "load_generator_with_source",
     "load_model",
+    "load_with_fallback",
     "resolve_weights",
     "save_model_folder",
     "spec_from_config",

@@ -16,28 +16,27 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from .batch import iter_images
 from .deploy import add_space_arguments
-from .errors import GanModelsError
+from .errors import GanModelsError, InvalidTileError
 from .runtimes import tune_malloc
 from .settings import Settings
 from .specs import SPECS, TASKS
+from .tiling import parse_tile
+
+if TYPE_CHECKING:
+    from .pipeline import Translator
 
 
 def _parse_tile(text: str) -> int | str | None:
-    if text == "auto":
-        return "auto"
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"tile must be 'auto', 0 (no tiling) or a size in pixels, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("tile must not be negative")
-    return value or None
+        return parse_tile(text)
+    except InvalidTileError as exc:  # argparse shows an ArgumentTypeError's message as it is
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
@@ -97,9 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .engines.ray import run_on_ray
 
         return run_on_ray(args)
-    from .batch import OVERWRITE_REASON, output_name, output_suffix, report, translate_file
-    from .imaging import save_png
-    from .pipeline import translator_for
+    from .cache import ModelCache
+    from .runtimes import requested_backend
+    from .specs import get_spec
 
     out_dir = Path(args.out)
     try:
@@ -110,19 +109,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise GanModelsError(f"output folder {out_dir} is not writable")
     inputs = [Path(p) for p in args.inputs]
     files = list(iter_images(inputs))
-    missing = [p for p in files if not p.exists()]
     if not files:
         raise GanModelsError("no input images found in " + ", ".join(map(str, inputs)))
 
-    translator = translator_for(
-        args.model, backend=args.backend, device=args.device, threads=args.threads,
-        allow_fallback=not args.no_fallback, tile_budget_mb=args.tile_budget_mb,
-        background=False,  # a batch run is no request: choose the runtime first (once per weights; recorded)
-    )
+    requested_backend(args.backend)  # before resolving the model: a typo should not cost a download
+    spec = get_spec(args.model)
+    settings = Settings(backend=args.backend, device=args.device, tile_budget_mb=args.tile_budget_mb, max_models=1)
+    # A batch run is no request: the runtime is chosen before the first file (once per weights; recorded).
+    cache = ModelCache(SPECS, settings=settings, allow_fallback=not args.no_fallback, background=False,
+                       threads=args.threads)
+    with cache.use(spec) as translator:
+        return _run_files(translator, files, out_dir, args)
+
+
+def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: argparse.Namespace) -> int:
+    from .batch import OVERWRITE_REASON, output_name, output_suffix, report, translate_file
+    from .imaging import save_png
+
     if translator.fallback_reason is not None:
         print(f"note: {translator.fallback_reason}", file=sys.stderr)
     suffix = output_suffix(args.suffix, translator.spec.id)
-    failures: list[tuple[Path, str]] = [(p, "no such file") for p in missing]
+    failures: list[tuple[Path, str]] = [(p, "no such file") for p in files if not p.exists()]
     notes: list[tuple[Path, str]] = []
     written = 0
     bar = tqdm([p for p in files if p.exists()], desc=translator.spec.id, unit="img", file=sys.stderr)

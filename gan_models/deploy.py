@@ -31,7 +31,7 @@ from typing import Any
 
 from .errors import GanModelsError, first_line
 from .imaging import IMAGE_SUFFIXES
-from .settings import hub_offline, is_truthy
+from .settings import ENV, hub_offline, process_environ, zero_gpu
 from .specs import SPECS, ModelSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -488,7 +488,7 @@ def _upload(api: Any, plan: SpacePlan, repo_id: str, *, hardware: str | None, pr
             api.request_space_hardware(repo_id, hardware)
             if not hardware.startswith("cpu"):
                 # the Upscale tab starts on RRDBNet only when the device is cuda (see app.py default_model)
-                api.add_space_variable(repo_id, "GAN_STUDIO_DEVICE", "cuda")
+                api.add_space_variable(repo_id, ENV["device"], "cuda")
     except (HfHubHTTPError, httpx.HTTPError, OSError, ValueError) as exc:
         raise GanModelsError(f"publishing to Space {repo_id} failed: {first_line(exc)}") from exc
     out(f"published {len(plan.files)} files ({_human(plan.total_bytes)}) to "
@@ -515,7 +515,7 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def use_persistent_storage(
-    root: str | Path = "/data", environ: MutableMapping[str, str] = os.environ
+    root: str | Path = "/data", environ: MutableMapping[str, str] | None = None
 ) -> dict[str, str]:
     """Keep the Hugging Face cache and the ONNX cache on the Space's persistent storage, if it has any.
 
@@ -526,13 +526,14 @@ def use_persistent_storage(
     Returns:
         {variable: folder} for what it set (empty when there is no writable `root`), for the settings panel.
     """
+    environ = process_environ() if environ is None else environ
     base = Path(root)
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
         return {}
-    wanted = {"HF_HOME": base / ".huggingface", "GAN_STUDIO_ONNX_CACHE": base / "gan-studio" / "onnx"}
+    wanted = {ENV["hf_home"]: base / ".huggingface", ENV["onnx_cache"]: base / "gan-studio" / "onnx"}
     changed: dict[str, str] = {}
     for name, folder in wanted.items():
-        if environ.get(name) or (name == "HF_HOME" and environ.get("HF_HUB_CACHE")):
+        if environ.get(name) or (name == ENV["hf_home"] and environ.get(ENV["hub_cache"])):
             continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -567,7 +568,7 @@ def zerogpu_active(environ: Mapping[str, str] | None = None) -> bool:
     flag = getattr(getattr(getattr(spaces, "config", None), "Config", None), "zero_gpu", None)
     if isinstance(flag, bool):
         return flag
-    return is_truthy((os.environ if environ is None else environ).get("SPACES_ZERO_GPU"))
+    return zero_gpu(environ)
 
 
 def zerogpu_overrides() -> dict[str, str]:

@@ -32,13 +32,16 @@ from torch import nn
 from .archs import build_arch
 from .archs.rrdbnet import esrgan_to_basicsr, rrdbnet_kwargs
 from .archs.spandrel_models import describe_spandrel
-from .errors import UnsupportedModelError
-from .specs import Task
-from .weights import canonicalize_state_dict, unwrap_state_dict
+from .errors import UnrecognisedNetworkError, UnsupportedModelError
+from .modelspec import Task
+from .state_dict import (  # describe_keys and unwrap_state_dict: re-exported for older imports from here
+    canonicalize_state_dict,
+    compare_keys,
+    describe_keys,
+    top_level_groups,
+    unwrap_state_dict,
+)
 
-# Same wrappers and prefixes weights.canonicalize_state_dict strips (Real-ESRGAN: params_ema / params; training
-# scripts: state_dict; DataParallel: module.; torch.compile: _orig_mod.).
-NORM_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 SUPPORTED_FAMILIES = (
     "CycleGAN ResnetGenerator (junyanz)",
     "Pix2Pix UnetGenerator (junyanz, batch or instance norm)",
@@ -213,17 +216,7 @@ def _mismatch(arch: str, kwargs: Mapping[str, Any], sd: dict[str, torch.Tensor])
             model: nn.Module = build_arch(arch, **dict(kwargs))
     except (TypeError, ValueError) as exc:
         return str(exc)
-    expected = model.state_dict()
-    state = canonicalize_state_dict(dict(sd), model=model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or shapes):
-        return None
-    parts = [f"{label} {items[0]}" + (f" (+{len(items) - 1})" if len(items) > 1 else "")
-             for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", sorted(shapes)))
-             if items]
-    return "; ".join(parts)
+    return compare_keys(canonicalize_state_dict(sd, model=model), model.state_dict()).brief() or None
 
 
 def _detect_ours(sd: dict[str, torch.Tensor]) -> tuple[Detection | None, str | None]:
@@ -247,8 +240,10 @@ def _detect_ours(sd: dict[str, torch.Tensor]) -> tuple[Detection | None, str | N
     return None, near_miss
 
 
-def _detect_spandrel(sd: dict[str, torch.Tensor]) -> Detection:
+def _detect_spandrel(sd: dict[str, torch.Tensor], built: dict[str, nn.Module] | None, key: str) -> Detection:
     descriptor = describe_spandrel(sd)
+    if built is not None:  # spandrel built it with the weights loaded: the caller may hand it to the loader
+        built[key] = descriptor.model.float().eval()
     arch = descriptor.architecture.name
     multiple = max(1, descriptor.size_requirements.multiple_of)
     tiling = descriptor.tiling.name  # SUPPORTED, DISCOURAGED or INTERNAL
@@ -262,15 +257,26 @@ def _detect_spandrel(sd: dict[str, torch.Tensor]) -> Detection:
     )
 
 
-def describe_keys(sd: Mapping[str, Any], *, shown: int = 3) -> str:
-    """'12 tensors, first keys a, b, c' for messages."""
-    keys = list(sd)
-    return f"{len(keys)} tensors, first keys {', '.join(keys[:shown]) or '(none)'}"
+def _detect_rest(sd: dict[str, torch.Tensor], near_miss: str | None, source: str,
+                 built: dict[str, nn.Module] | None = None, key: str = "") -> Detection:
+    """spandrel's detection of `sd` unless one of our families nearly fit; else one line naming what was found."""
+    if near_miss is None:
+        try:
+            return _detect_spandrel(sd, built, key)
+        except UnrecognisedNetworkError:
+            pass
+        except UnsupportedModelError as exc:
+            near_miss = str(exc)
+    what = near_miss or "not a CycleGAN/Pix2Pix/SR generator we know"
+    raise UnsupportedModelError(f"{source}: {describe_keys(sd)}; {what}. Supported: " + "; ".join(SUPPORTED_FAMILIES))
 
 
-def detect_network(state: Mapping[str, Any], *, key_prefix: str | None = None, source: str = "checkpoint"
-                   ) -> Detection:
+def detect_network(state: Mapping[str, Any], *, key_prefix: str | None = None, source: str = "checkpoint",
+                   built: dict[str, nn.Module] | None = None) -> Detection:
     """What one network in `state` is (all of it, or the `key_prefix` part).
+
+    `built`, when given, receives under `key_prefix or ""` the network spandrel built (weights loaded, fp32, eval)
+    if spandrel is what recognised it; our families are only checked on the meta device, so nothing is built.
 
     Raises:
         UnsupportedModelError: no family fits; one line naming what was found and the supported families.
@@ -280,40 +286,47 @@ def detect_network(state: Mapping[str, Any], *, key_prefix: str | None = None, s
         where = f" under {key_prefix!r}" if key_prefix else ""
         raise UnsupportedModelError(f"{source}: no tensors{where}")
     detection, near_miss = _detect_ours(sd)
-    if detection is None and near_miss is None:
-        try:
-            detection = _detect_spandrel(sd)
-        except UnsupportedModelError as exc:
-            if "recognises no architecture" not in str(exc):
-                near_miss = str(exc)
     if detection is None:
-        what = near_miss or "not a CycleGAN/Pix2Pix/SR generator we know"
-        raise UnsupportedModelError(f"{source}: {describe_keys(sd)}; {what}. Supported: "
-                                    + "; ".join(SUPPORTED_FAMILIES))
-    if key_prefix:
-        detection = replace(detection, key_prefix=key_prefix)
-    return detection
+        detection = _detect_rest(sd, near_miss, source, built, key_prefix or "")
+    return replace(detection, key_prefix=key_prefix) if key_prefix else detection
 
 
-def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint") -> dict[str, Detection]:
+def find_generators(state: Mapping[str, Any], *, source: str = "checkpoint",
+                    built: dict[str, nn.Module] | None = None) -> dict[str, Detection]:
     """Every generator in `state` by name: {"": detection} for a file that is one network, else one entry per
     top-level prefix that holds a generator (CycleGAN training files: "G_A", "G_B"; "netG_A", ...).
     Discriminators and other parts are left out.
 
+    Order: our families on the whole file, then on each prefix (so a training file of several networks of ours is
+    split before spandrel ever sees it: spandrel on a whole 100 MB training file costs seconds and hundreds of MB),
+    then spandrel on the whole file, then on each prefix. `built`: as for `detect_network`.
+
     Raises:
         UnsupportedModelError: neither the whole file nor any prefix is a network we know; one line.
     """
-    try:
-        return {"": detect_network(state, source=source)}
-    except UnsupportedModelError as whole:
-        sd = unwrap_state_dict(state)
-        groups = sorted({k.split(".", 1)[0] for k in sd if "." in k})
-        found: dict[str, Detection] = {}
-        for name in groups:
-            try:
-                found[name] = detect_network(sd, key_prefix=f"{name}.", source=source)
-            except UnsupportedModelError:
-                continue
-        if not found:
-            raise whole from None
+    sd = unwrap_state_dict(state)
+    if not sd:
+        raise UnsupportedModelError(f"{source}: no tensors")
+    whole, near_miss = _detect_ours(sd)
+    if whole is not None:
+        return {"": whole}
+    groups = top_level_groups(sd)
+    found: dict[str, Detection] = {}
+    for name in groups:
+        detection, _ = _detect_ours(unwrap_state_dict(sd, key_prefix=f"{name}."))
+        if detection is not None:
+            found[name] = replace(detection, key_prefix=f"{name}.")
+    if found:
         return found
+    try:
+        return {"": _detect_rest(sd, near_miss, source, built)}
+    except UnsupportedModelError as exc:
+        failure = exc
+    for name in groups:
+        try:
+            found[name] = detect_network(sd, key_prefix=f"{name}.", source=source, built=built)
+        except UnsupportedModelError:
+            continue
+    if not found:
+        raise failure
+    return found

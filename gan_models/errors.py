@@ -22,8 +22,22 @@ class ImageTooLargeError(InvalidImageError):
     """An image over the pixel limit (decompression-bomb guard)."""
 
 
+class InvalidTileError(GanModelsError, ValueError):
+    """A tile size that is not "auto", none/0 or a positive number of pixels."""
+
+
 class WeightsUnavailableError(GanModelsError):
     """The weights file cannot be obtained: Hub unreachable and nothing cached or bundled."""
+
+
+class HubUnreachableError(WeightsUnavailableError):
+    """The Hub did not answer (offline mode, DNS failure, timeout, refused connection): other files on it would
+    fail the same way."""
+
+
+class HubRefusedError(WeightsUnavailableError):
+    """The Hub answered but will not give the file (no such repo, file or revision; gated; private): another
+    location on it may still work."""
 
 
 class WeightsError(GanModelsError):
@@ -35,8 +49,25 @@ class UnsupportedModelError(WeightsError):
     generators and none chosen, custom models switched off); the message says what was found and the choices."""
 
 
+class WeightsTooLargeError(UnsupportedModelError):
+    """A custom weights file over the server's size cap (Settings.max_weights_mb)."""
+
+
+class UnrecognisedNetworkError(UnsupportedModelError):
+    """No architecture we or spandrel know matches these keys at all (as opposed to a known one whose numbers do
+    not fit, which is a plain UnsupportedModelError naming the near miss)."""
+
+
+class NotAModelConfigError(GanModelsError):
+    """A config.json that is not a gan_models model config (another library's): detect from the weights instead."""
+
+
 class BackendUnavailableError(GanModelsError):
     """A backend that cannot run here: onnxruntime not installed, no CUDA provider, an unknown precision."""
+
+
+class BackendOutOfMemory(GanModelsError):
+    """The accelerator ran out of memory on this input; `tiling.run_array` retries with smaller tiles."""
 
 
 class OnnxExportError(GanModelsError):

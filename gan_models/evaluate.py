@@ -24,7 +24,7 @@ from PIL import Image
 
 from . import imaging
 from .errors import GanModelsError
-from .imaging import IMAGE_SUFFIXES
+from .imaging import IMAGE_SUFFIXES, psnr  # psnr: re-exported, training and older callers import it from here
 from .pipeline import Translator
 
 
@@ -58,12 +58,6 @@ class EvalReport:
 
 
 # ---- metrics ----------------------------------------------------------------------------------------------
-
-def psnr(a: np.ndarray, b: np.ndarray, *, peak: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB of two arrays of the same shape."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(peak * peak / mse)
-
 
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) RGB in [0, 1] → Y of YCbCr (BT.601, studio range 16..235) in [0, 255], as MATLAB's rgb2ycbcr."""

@@ -315,6 +315,23 @@ def from_tensor_range(x: np.ndarray, value_range: tuple[float, float]) -> np.nda
     return np.clip(y, 0.0, 1.0, out=y)
 
 
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int], *,
+               resample: Image.Resampling = Image.Resampling.LANCZOS) -> np.ndarray:
+    """(H, W, 3) float RGB in [0, 1] resized to `size` (width, height), clipped to [0, 1], float32.
+
+    Per-channel float resize keeps full precision (16-bit inputs) and avoids 8-bit banding.
+    """
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., c], dtype=np.float32), mode="F").resize(
+        size, resample)) for c in range(rgb.shape[2])]
+    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, *, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of two arrays of the same shape (inf when equal)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(peak * peak / mse))
+
+
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an (H, W) alpha plane to `size` = (W, H), PIL order; bicubic in float, so edges stay smooth."""
     plane = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.float32), mode="F")
@@ -339,6 +356,46 @@ def write_png(img: Image.Image, dest: str | Path | BinaryIO) -> None:
     if img.info.get("exif"):
         extra["exif"] = img.info["exif"]
     img.save(dest, format="PNG", compress_level=6, **extra)
+
+
+def for_display(img: Image.Image) -> Image.Image:
+    """An 8-bit copy a browser shows correctly (16-bit PNGs come out white in Gradio's viewer); keeps alpha."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I") else 1.0
+        return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("L", "LA", "RGB", "RGBA"):
+        return img
+    return img.convert("RGBA" if "transparency" in img.info or img.mode in ("PA", "RGBa") else "RGB")
+
+
+def resized(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`img` at `size` (W, H) with a smooth filter; P and 1 images become RGB(A) first (PIL cannot filter them)."""
+    if img.size == size:
+        return img
+    if img.mode in ("P", "PA", "1"):
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def fit_long_side(img: Image.Image, side: int) -> Image.Image:
+    """Shrink so the long side is at most `side`; smaller images are returned unchanged."""
+    w, h = img.size
+    k = min(1.0, side / max(w, h))
+    return resized(img, (max(1, round(w * k)), max(1, round(h * k))))
+
+
+MAX_ASPECT = 4  # resizing by the short side never makes the long side more than this many times it
+
+
+def resize_short_side(img: Image.Image, side: int) -> Image.Image:
+    """Resize (up or down) so the short side is `side`, but the long side at most MAX_ASPECT x `side`.
+
+    Without the cap a 1x5000 strip would become 256 x 1 280 000 px before it reaches the model.
+    """
+    w, h = img.size
+    k = min(side / min(w, h), MAX_ASPECT * side / max(w, h))
+    return resized(img, (max(1, round(w * k)), max(1, round(h * k))))
 
 
 def edges_from_photo(img: Image.Image, *, size: int | None = None) -> Image.Image:

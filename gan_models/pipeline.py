@@ -1,15 +1,18 @@
-"""The one path from an image to a result, used by the app, the CLI, export parity checks and benchmarks.
+"""The one path from an image to a result, used by the app, the CLI and benchmarks (the runtimes' parity checks
+and tournament run its array part, `tiling.run_array`).
 
     image ─imaging─▶ (1,3,H,W) in the model's range ─▶ pad to multiple ─▶ [tiles] ─▶ backend ─▶ stitch ─▶ crop
           ─imaging─▶ image (alpha, grayscale, 16-bit, ICC and EXIF restored; size exactly scale × input)
 
-A Translator holds its spec and backend and nothing per request, so one instance serves concurrent requests.
+A Translator is immutable and holds nothing per request, so one instance serves concurrent requests; the backend
+its next request runs on sits in a `BackendSlot` that a background switch swaps.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -18,9 +21,10 @@ from PIL import Image
 
 from . import imaging
 from .errors import GanModelsError
+from .imaging import resize_rgb as _resize_rgb
 from .runtimes import (
     Backend,
-    BackendOutOfMemory,
+    BackendSlot,
     TorchBackend,
     backend_for,
     prepare_in_background,
@@ -29,48 +33,69 @@ from .runtimes import (
 )
 from .settings import Settings
 from .specs import ModelSpec, get_spec
-from .tiling import auto_tile, run_tiled
+from .tiling import auto_tile, requested_tile, run_array
 from .weights import LoadedModel, WeightsSource, load_model
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 TileArg = int | None | Literal["auto"]
-_MIN_TILE = 64
-_MIN_SIDE = 32
 
 
+@dataclass(frozen=True, eq=False, init=False)
 class Translator:
     """Run one model on images of any size.
 
     Parameters:
         spec: what the model is (range, scale, size multiple, tiling advice).
-        backend: runs the network on (N, C, H, W) float32 batches.
+        backend: runs the network on (N, C, H, W) float32 batches; it goes in a new slot (give it or `slot`).
         source: where the weights came from (for info lines); None when unknown.
         fallback_reason: why this model stands in for the one asked for (`LoadedModel.fallback_reason`); None
             when it is the one asked for.
         tile_budget_mb: working memory for automatic tiling on CPU (`Settings.tile_budget_mb`); on CUDA the free
             device memory decides.
+        slot: the backend the next request runs on; a background switch swaps it (`BackendSlot.swap`). Translators
+            may share one (a fallback and the model it stands in for).
+
+    Immutable: each call reads the slot once and runs on that backend to the end, so a switch only reaches the
+    next call. `pinned()` gives a copy that keeps the current backend for a whole request of several calls.
     """
+
+    spec: ModelSpec
+    slot: BackendSlot
+    source: WeightsSource | None
+    fallback_reason: str | None
+    tile_budget_mb: int
 
     def __init__(
         self,
         spec: ModelSpec,
-        backend: Backend,
+        backend: Backend | None = None,
         *,
         source: WeightsSource | None = None,
         fallback_reason: str | None = None,
         tile_budget_mb: int = Settings.tile_budget_mb,
+        slot: BackendSlot | None = None,
     ) -> None:
-        self.spec = spec
-        self.backend = backend
-        self.source = source
-        self.fallback_reason = fallback_reason
-        self.tile_budget_bytes = tile_budget_mb * 2**20
+        if (backend is None) == (slot is None):
+            raise GanModelsError("a Translator needs a backend or a slot (one of the two)")
+        fields = {"spec": spec, "slot": slot or BackendSlot(backend), "source": source,
+                  "fallback_reason": fallback_reason, "tile_budget_mb": tile_budget_mb}
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)  # frozen: the dataclass way to set fields in __init__
+
+    @property
+    def backend(self) -> Backend:
+        """What the next call runs on (read-only: a switch goes through `slot.swap`)."""
+        return self.slot.get()
 
     @property
     def fell_back(self) -> bool:
         return self.fallback_reason is not None
+
+    def pinned(self) -> Translator:
+        """This translator on its current backend for good: a request's handle, whatever a switch does meanwhile."""
+        return replace(self, slot=BackendSlot(self.backend))
 
     def __call__(
         self,
@@ -86,7 +111,7 @@ class Translator:
 
         Alpha is upscaled separately for SR and passed through for translation; grayscale inputs come back
         grayscale, 16-bit grayscale comes back 16-bit. `backend` pins the backend for this call (default: the
-        translator's at the start of the call, which a background preparation may switch between calls).
+        slot's at the start of the call, which a background preparation may switch between calls).
         """
         img = imaging.load_image(image, max_pixels=max_pixels)
         rgb, alpha, meta = imaging.split_image(img)
@@ -110,79 +135,30 @@ class Translator:
                   backend: Backend | None = None) -> np.ndarray:
         """(1, C, H, W) float32 in the model's range → (1, C', H*scale, W*scale); any H, W ≥ 1.
 
-        Pads to the size multiple (reflection), tiles when asked or when auto decides the image is too large,
-        and halves the tile on an out-of-memory error down to 64 px. One backend runs the whole call (`backend`,
-        else the translator's at the start), also across out-of-memory retries.
+        Chooses the tile ("auto": whole image unless it is too large for the memory budget) and runs
+        `tiling.run_array`: pad to the size multiple (reflection), tiles, the tile halved on an out-of-memory error
+        down to 64 px. One backend runs the whole call (`backend`, else the slot's at the start), also across
+        out-of-memory retries.
         """
         backend = self.backend if backend is None else backend
         if x.ndim != 4 or x.shape[0] != 1:
             raise GanModelsError(f"expected a (1, C, H, W) array, got shape {x.shape}")
         h, w = x.shape[2:]
-        s = self.spec.scale
-        tile_size = self._choose_tile(h, w, tile, backend.device)
-        while True:
-            try:
-                if tile_size is None:
-                    y = backend(self._pad_whole(x))
-                    if progress is not None:
-                        progress(1, 1)
-                else:
-                    y = run_tiled(backend, x, tile=tile_size, overlap=self._overlap(tile_size), scale=s,
-                                  progress=progress)
-                break
-            except BackendOutOfMemory:
-                current = tile_size or _round_down(max(h, w), self.spec.size_multiple)
-                smaller = _round_down(current // 2, self.spec.size_multiple)
-                if smaller < max(_MIN_TILE, self.spec.size_multiple):
-                    raise
-                tile_size = smaller
-        return np.ascontiguousarray(y[:, :, : h * s, : w * s], dtype=np.float32)
-
-    def _pad_whole(self, x: np.ndarray) -> np.ndarray:
-        # Reflect-pad to the size multiple and to at least _MIN_SIDE: InstanceNorm needs more than one pixel
-        # at the bottleneck, so a 1x1 or 70x5 input must not reach the network at that size.
-        m = self.spec.size_multiple
-        h, w = x.shape[2:]
-        target_h = _round_up(max(h, _MIN_SIDE), m)
-        target_w = _round_up(max(w, _MIN_SIDE), m)
-        if (target_h, target_w) == (h, w):
-            return x
-        padded = np.pad(x, ((0, 0), (0, 0), (0, target_h - h), (0, target_w - w)), mode="reflect")
-        return np.ascontiguousarray(padded, dtype=np.float32)
-
-    def _overlap(self, tile_size: int) -> int:
-        return min(self.spec.tile_overlap, max(0, (tile_size - 1) // 2 - 1))
+        return run_array(backend, x, self.spec, tile=self._choose_tile(h, w, tile, backend.device),
+                         progress=progress)
 
     def _choose_tile(self, h: int, w: int, tile: TileArg, device: str) -> int | None:
-        m = self.spec.size_multiple
-        if tile is None or tile == 0:
-            return None
         if tile == "auto":
             if self.spec.tile is None:
                 return None  # InstanceNorm nets: whole image, as trained
-            budget = _cuda_free_bytes() if device == "cuda" else self.tile_budget_bytes
-            chosen = auto_tile(h, w, scale=self.spec.scale, budget_bytes=budget, multiple=m)
+            budget = _cuda_free_bytes() if device == "cuda" else self.tile_budget_mb * 2**20
+            chosen = auto_tile(h, w, scale=self.spec.scale, budget_bytes=budget, multiple=self.spec.size_multiple)
             if chosen is None:
                 return None
             return min(chosen, self.spec.tile * 4)
-        if not isinstance(tile, int) or tile < 0:
+        if tile is not None and (not isinstance(tile, int) or tile < 0):
             raise GanModelsError(f"tile must be 'auto', None/0 or a positive integer, not {tile!r}")
-        return max(_round_down(tile, m), _round_up(_MIN_TILE, m))
-
-
-def _round_down(value: int, multiple: int) -> int:
-    return (value // multiple) * multiple
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    # Per-channel float resize keeps full precision (16-bit inputs) and avoids 8-bit banding.
-    planes = [np.asarray(Image.fromarray(rgb[..., c], mode="F").resize(size, Image.Resampling.LANCZOS))
-              for c in range(rgb.shape[2])]
-    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
+        return requested_tile(tile, self.spec.size_multiple)
 
 
 def _cuda_free_bytes() -> int:
@@ -240,7 +216,7 @@ def build_translator(
         device: "auto", "cpu" or "cuda".
         threads: CPU threads for either backend (None: torch's setting).
         precision: with a runtime other than torch: None (its fastest that passes) or one it offers.
-        background: with "auto": return at once on torch and switch `translator.backend` to the chosen runtime
+        background: with "auto": return at once on torch and swap the translator's slot to the chosen runtime
             when a background worker has exported and timed it (a request already running keeps its backend).
             False chooses before returning (exports and times on first use of these weights).
         tile_budget_mb: working memory for automatic tiling on CPU.
@@ -259,6 +235,6 @@ def build_translator(
     if name == "auto" and background:
         result = translator(TorchBackend(loaded.module, device=resolve_device(device), threads=threads))
         prepare_in_background(loaded, device=device, threads=threads,
-                              on_ready=lambda chosen: setattr(result, "backend", chosen))
+                              on_ready=result.slot.swap)
         return result
     return translator(backend_for(loaded, name, device=device, threads=threads, precision=precision))

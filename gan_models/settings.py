@@ -1,8 +1,10 @@
-"""The one place that reads environment variables (prefix GAN_STUDIO_), like diffusers' `utils/constants.py`.
+"""The one module that reads environment variables, like diffusers' `utils/constants.py`, through one table:
+`ENV` maps each field to its variable (grep a variable's name here to find what reads it).
 
 Library functions take explicit arguments; front doors (app, CLI, train.py, bench) build a `Settings` with
-`Settings.from_env()` once and pass its fields down. Hugging Face's own variables (HF_HUB_OFFLINE, HF_TOKEN,
-HF_ENDPOINT, HF_HOME, HF_HUB_CACHE) are read here too, at call time, so tests and Spaces can change them.
+`Settings.from_env()` once and pass its fields down. A few are read at call time through the functions at the end
+(Hugging Face's own HF_HUB_OFFLINE, HF_TOKEN, HF_ENDPOINT, HF_HOME, HF_HUB_CACHE; SPACES_ZERO_GPU; a backend or
+ONNX cache forced for the whole process), because tests and a Space's start-up change them after import.
 
 Old names still work for a while and warn once: GAN_MODELS_TILE_BUDGET_MB → GAN_STUDIO_TILE_BUDGET_MB.
 """
@@ -12,14 +14,42 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import GanModelsError
 
-PREFIX = "GAN_STUDIO_"
+# The one table from field to environment variable: every variable the studio reads, and only here. Settings fields
+# first (read once by `Settings.from_env`), then those read at call time (Hugging Face's own, the Space's ZeroGPU
+# flag, the user cache) because tests and a Space's start-up change them after import.
+ENV: dict[str, str] = {
+    "backend": "GAN_STUDIO_BACKEND",
+    "device": "GAN_STUDIO_DEVICE",
+    "concurrency": "GAN_STUDIO_CONCURRENCY",
+    "queue_size": "GAN_STUDIO_QUEUE_SIZE",
+    "max_file_size": "GAN_STUDIO_MAX_FILE_SIZE",
+    "max_input_pixels": "GAN_STUDIO_MAX_PIXELS",
+    "max_upscale_pixels": "GAN_STUDIO_MAX_UPSCALE_PIXELS",
+    "max_style_side": "GAN_STUDIO_MAX_SIDE",
+    "preview_side": "GAN_STUDIO_PREVIEW_SIDE",
+    "retry_after_s": "GAN_STUDIO_RETRY_AFTER_S",
+    "threads": "GAN_STUDIO_THREADS",
+    "mcp": "GRADIO_MCP_SERVER",
+    "tile_budget_mb": "GAN_STUDIO_TILE_BUDGET_MB",
+    "onnx_cache": "GAN_STUDIO_ONNX_CACHE",
+    "max_weights_mb": "GAN_STUDIO_MAX_WEIGHTS_MB",
+    "max_models": "GAN_STUDIO_MAX_MODELS",
+    "custom_models": "GAN_STUDIO_CUSTOM_MODELS",
+    "zero_gpu": "SPACES_ZERO_GPU",
+    "hub_offline": "HF_HUB_OFFLINE",
+    "hub_token": "HF_TOKEN",
+    "hub_endpoint": "HF_ENDPOINT",
+    "hub_cache": "HF_HUB_CACHE",
+    "hf_home": "HF_HOME",
+    "xdg_cache_home": "XDG_CACHE_HOME",
+}
 TRUTHY = frozenset({"1", "true", "yes", "on"})
 FALSY = frozenset({"0", "false", "no", "off"})
 # old name -> current name; the old one is read (with a DeprecationWarning) only when the new one is unset
@@ -31,8 +61,14 @@ def is_truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in TRUTHY
 
 
+def process_environ() -> MutableMapping[str, str]:
+    """This process's environment, for the few front-door helpers that set variables (deploy's storage setup)."""
+    return os.environ
+
+
 def env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The raw value of `name`, or of its deprecated old name (with a DeprecationWarning); None when unset/empty."""
+    """The raw value of `name` (a value of ENV), or of its deprecated old name (with a DeprecationWarning); None
+    when unset/empty."""
     environ = os.environ if environ is None else environ
     value = environ.get(name)
     if value not in (None, ""):
@@ -88,6 +124,8 @@ class Settings:
         max_models: loaded models kept in memory at once, least recently used dropped first
             (GAN_STUDIO_MAX_MODELS).
         custom_models: whether users may load models by Hub id, path or upload (GAN_STUDIO_CUSTOM_MODELS).
+        zero_gpu: the Space says it runs on ZeroGPU (SPACES_ZERO_GPU; `deploy.zerogpu_active` asks the `spaces`
+            package first).
     """
 
     backend: str = "auto"
@@ -107,6 +145,7 @@ class Settings:
     max_weights_mb: int = 500
     max_models: int = 6
     custom_models: bool = True
+    zero_gpu: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,8 +156,8 @@ class Settings:
         """
         environ = os.environ if environ is None else environ
 
-        def get(field: str, kind: Callable[[str], Any] = str, *, name: str | None = None, default: Any = None) -> Any:
-            name = name or PREFIX + field.upper()
+        def get(field: str, kind: Callable[[str], Any] = str, *, default: Any = None) -> Any:
+            name = ENV[field]
             raw = env(name, environ)
             if raw is None:
                 return getattr(cls, field) if default is None else default
@@ -134,49 +173,67 @@ class Settings:
             concurrency=concurrency,
             queue_size=get("queue_size", int),
             max_file_size=get("max_file_size"),
-            max_input_pixels=get("max_input_pixels", int, name="GAN_STUDIO_MAX_PIXELS"),
+            max_input_pixels=get("max_input_pixels", int),
             max_upscale_pixels=get("max_upscale_pixels", int),
-            max_style_side=get("max_style_side", int, name="GAN_STUDIO_MAX_SIDE"),
+            max_style_side=get("max_style_side", int),
             preview_side=get("preview_side", int),
             retry_after_s=get("retry_after_s", float),
             threads=get("threads", int, default=_default_threads(concurrency)),
-            mcp=is_truthy(environ.get("GRADIO_MCP_SERVER")),
+            mcp=is_truthy(environ.get(ENV["mcp"])),
             tile_budget_mb=get("tile_budget_mb", int),
             onnx_cache=get("onnx_cache", lambda v: Path(v).expanduser()),
             max_weights_mb=get("max_weights_mb", int),
             max_models=max(1, get("max_models", int)),
             custom_models=get("custom_models", _flag),
+            zero_gpu=is_truthy(environ.get(ENV["zero_gpu"])),
         )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
-# --- Hugging Face's own variables, read at call time ---------------------------------------------------------------
+# --- read at call time (tests and a Space's start-up change them after import) -------------------------------------
+
+
+def forced_backend(environ: Mapping[str, str] | None = None) -> str | None:
+    """GAN_STUDIO_BACKEND as set now (lower case), or None: a backend forced for the whole process (test runs)."""
+    raw = env(ENV["backend"], environ)
+    return raw.strip().lower() if raw is not None else None
+
+
+def onnx_cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """GAN_STUDIO_ONNX_CACHE as set now, or None."""
+    raw = env(ENV["onnx_cache"], environ)
+    return Path(raw).expanduser() if raw is not None else None
+
+
+def zero_gpu(environ: Mapping[str, str] | None = None) -> bool:
+    """SPACES_ZERO_GPU is set to a true value."""
+    return is_truthy((os.environ if environ is None else environ).get(ENV["zero_gpu"]))
 
 
 def hub_offline(environ: Mapping[str, str] | None = None) -> bool:
     """HF_HUB_OFFLINE is set to a true value."""
-    return is_truthy((os.environ if environ is None else environ).get("HF_HUB_OFFLINE"))
+    return is_truthy((os.environ if environ is None else environ).get(ENV["hub_offline"]))
 
 
 def hub_token() -> str | None:
-    return os.environ.get("HF_TOKEN") or None
+    return os.environ.get(ENV["hub_token"]) or None
 
 
 def hub_endpoint() -> str | None:
-    return os.environ.get("HF_ENDPOINT") or None
+    return os.environ.get(ENV["hub_endpoint"]) or None
 
 
 def hub_cache_dir() -> Path:
     """HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub, read at call time (not import time)."""
-    if cache := os.environ.get("HF_HUB_CACHE"):
+    if cache := os.environ.get(ENV["hub_cache"]):
         return Path(cache)
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    home = os.environ.get(ENV["hf_home"]) or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
     return Path(home) / "hub"
 
 
 def user_cache_dir() -> Path:
     """$XDG_CACHE_HOME/gan-studio, else ~/.cache/gan-studio: where the studio keeps what it builds (ONNX files)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get(ENV["xdg_cache_home"]) or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gan-studio"

@@ -1,6 +1,10 @@
 """Run a network on an image of any size in fixed-size tiles, blended without seams.
 
-Pure numpy around a callable `fn` (a backend): no model, device or framework knowledge here. The output canvas
+    run_array(backend, x, spec, tile=256)   # pad to the size multiple, tile, run, halve the tile on OOM, crop
+
+Pure numpy around a callable `fn` (a backend): no model, device or framework knowledge here; the model's numbers
+come from any object with `scale`, `size_multiple` and `tile_overlap` (a ModelSpec). This is the array path that
+the Translator and the runtimes' parity checks and tournament share, below both. The output canvas
 lives in host memory; only one tile at a time goes through `fn`, so working memory is bounded by the tile size,
 not the image size. Every call of `fn` sees the same (N, C, tile, tile) shape, which keeps ONNX sessions and cuDNN
 autotuning on one shape. Neighbouring tiles overlap; in the overlap each tile's outer margin (where the network saw
@@ -11,13 +15,109 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal, Protocol
 
 import numpy as np
+
+from .errors import BackendOutOfMemory, InvalidTileError
 
 # Bytes of working memory per *input* pixel for a generator of ~64 channels: activations of a few layers in
 # float32 at input resolution, plus the upsampling stages at scale² resolution. Deliberately generous.
 _BYTES_PER_PIXEL = 4 * 64 * 3
-_MIN_TILE = 64
+MIN_TILE = 64  # the smallest tile run: a requested one is rounded up to it, out-of-memory halving stops above it
+# Reflect-pad a whole image to at least this side: InstanceNorm needs more than one pixel at the bottleneck, so a
+# 1x1 or 70x5 input must not reach the network at that size.
+MIN_SIDE = 32
+
+Progress = Callable[[int, int], None]
+
+
+class Geometry(Protocol):
+    """The model numbers the array path needs (ModelSpec has them)."""
+
+    @property
+    def scale(self) -> int: ...
+    @property
+    def size_multiple(self) -> int: ...
+    @property
+    def tile_overlap(self) -> int: ...
+
+
+def parse_tile(value: str | int | None) -> int | Literal["auto"] | None:
+    """A tile size as users type it: "auto" → "auto"; None, "none", 0 or "0" → None (no tiling); "256" → 256.
+
+    Raises:
+        InvalidTileError: anything else (negative numbers included); one line naming the value.
+    """
+    text = "none" if value is None else str(value).strip().lower()
+    if text in ("auto", "none"):
+        return "auto" if text == "auto" else None
+    try:
+        size = int(text)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise InvalidTileError(f"tile must be auto, none (or 0) or a size in pixels, not {value!r}")
+    return size or None
+
+
+def requested_tile(tile: int | None, multiple: int) -> int | None:
+    """A tile size asked for (None or 0: the whole image) as it runs: a multiple of `multiple`, at least MIN_TILE."""
+    if not tile:
+        return None
+    return max(round_down(tile, multiple), round_up(MIN_TILE, multiple))
+
+
+def run_array(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, geometry: Geometry, *, tile: int | None,
+              progress: Progress | None = None) -> np.ndarray:
+    """(1, C, H, W) float32 → (1, C', H*scale, W*scale) through `fn`; any H, W ≥ 1.
+
+    Parameters:
+        fn: the backend: (N, C, h, w) float32 → (N, C', h*scale, w*scale); one `fn` runs the whole call, also across
+            out-of-memory retries.
+        geometry: scale, size multiple and tile overlap of the model (its spec).
+        tile: tile side in input pixels, exactly as run (see `requested_tile`); None runs the whole image,
+            reflect-padded to the size multiple and to at least MIN_SIDE.
+        progress: called as progress(done, total).
+
+    On BackendOutOfMemory the tile is halved (the whole image counts as one tile of its long side) down to MIN_TILE;
+    below that the error is raised.
+    """
+    h, w = x.shape[2:]
+    s, m = geometry.scale, geometry.size_multiple
+    while True:
+        try:
+            if tile is None:
+                y = fn(_pad_whole(x, m))
+                if progress is not None:
+                    progress(1, 1)
+            else:
+                overlap = min(geometry.tile_overlap, max(0, (tile - 1) // 2 - 1))
+                y = run_tiled(fn, x, tile=tile, overlap=overlap, scale=s, progress=progress)
+            break
+        except BackendOutOfMemory:
+            smaller = round_down((tile or round_down(max(h, w), m)) // 2, m)
+            if smaller < max(MIN_TILE, m):
+                raise
+            tile = smaller
+    return np.ascontiguousarray(y[:, :, : h * s, : w * s], dtype=np.float32)
+
+
+def round_down(value: int, multiple: int) -> int:
+    return (value // multiple) * multiple
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _pad_whole(x: np.ndarray, multiple: int) -> np.ndarray:
+    h, w = x.shape[2:]
+    target_h, target_w = round_up(max(h, MIN_SIDE), multiple), round_up(max(w, MIN_SIDE), multiple)
+    if (target_h, target_w) == (h, w):
+        return x
+    padded = np.pad(x, ((0, 0), (0, 0), (0, target_h - h), (0, target_w - w)), mode="reflect")
+    return np.ascontiguousarray(padded, dtype=np.float32)
 
 
 def auto_tile(h: int, w: int, *, scale: int, budget_bytes: int, multiple: int) -> int | None:
@@ -34,7 +134,7 @@ def auto_tile(h: int, w: int, *, scale: int, budget_bytes: int, multiple: int) -
         return None
     side = int(math.sqrt(budget_bytes / per_pixel))
     step = max(1, multiple)
-    side = max((side // step) * step, -(-_MIN_TILE // step) * step)
+    side = max((side // step) * step, round_up(MIN_TILE, step))
     return min(side, -(-max(h, w) // step) * step)
 
 

@@ -13,34 +13,30 @@ Files are read with safetensors when possible, else `torch.load(weights_only=Tru
 from __future__ import annotations
 
 import json
-import os
-import re
-import zipfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
 from . import settings
 from .archs import STATE_BUILT_ARCHS, build_arch
-from .errors import GanModelsError, WeightsError, WeightsUnavailableError, first_line
+from .errors import GanModelsError, HubRefusedError, WeightsUnavailableError, first_line
 from .files import atomic_write
-from .specs import SPECS, HubFile, ModelSpec
+from .resolve import cached_hub_file, fetch_hub_file, take_parked
+from .specs import SPECS, WEIGHTS_DIR, HubFile, ModelSpec
+from .state_dict import (  # re-exported: tests and older callers import them from here
+    canonicalize_state_dict,
+    load_state_dict_strict,
+    read_state_dict,
+    unwrap_state_dict,
+)
 
 Origin = Literal["bundled", "local", "hub-cache", "hub"]
-
-# Checkpoint wrappers seen in the wild, most specific first (Real-ESRGAN: params_ema / params; SRGAN-PyTorch and
-# many training scripts: state_dict).
-_WRAPPER_KEYS = ("params_ema", "params", "state_dict")
-_PREFIXES = ("module.", "_orig_mod.")
-_NORM_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
-_HUB_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -88,12 +84,15 @@ class LoadedModel:
 
 
 def load_model(
-    spec: ModelSpec, *, allow_fallback: bool = True, specs: Mapping[str, ModelSpec] = SPECS
+    spec: ModelSpec, *, allow_fallback: bool = True, specs: Mapping[str, ModelSpec] = SPECS,
+    state_dict: Mapping[str, Any] | None = None,
 ) -> LoadedModel:
     """Build `spec`'s network and load its weights strictly: the one loader of the library.
 
     Parameters:
         spec: the model to load.
+        state_dict: the tensors of `spec`'s weights file, already read (`resolve.resolve(ref).state_dict`), so the
+            file is not read again; None reads it (or takes what the resolution of `spec` just read).
         allow_fallback: when the weights cannot be had (Hub unreachable, offline, nothing cached) and the spec names
             a `fallback` in `specs`, load that instead and say why in `fallback_reason`. Files that exist but are
             unusable (corrupt, unsafe, wrong architecture) never fall back: the fault is not the network's.
@@ -105,7 +104,7 @@ def load_model(
         WeightsError: a weights file that cannot be used; the message names the file and the reason.
     """
     try:
-        return _load_exact(spec)
+        return _load_exact(spec, state_dict)
     except WeightsUnavailableError as exc:
         fallback = specs.get(spec.fallback) if allow_fallback and spec.fallback not in (None, spec.id) else None
         if fallback is None:
@@ -119,10 +118,15 @@ def load_model(
                            fallback_reason=reason)
 
 
-def _load_exact(spec: ModelSpec) -> LoadedModel:
+def _load_exact(spec: ModelSpec, state: Mapping[str, Any] | None = None) -> LoadedModel:
     source = resolve_weights(spec)
-    state = read_state_dict(source.path)
-    if spec.arch in STATE_BUILT_ARCHS:  # the checkpoint says how wide and deep the network is; loaded strictly
+    built: dict[str, nn.Module] = {}
+    if state is None:  # what the resolution of this file just read (and spandrel built), else the file
+        state, built = take_parked(source.path) or (read_state_dict(source.path), {})
+    handed = built.get(spec.key_prefix or "") if spec.arch == "spandrel" else None
+    if handed is not None:  # spandrel built this very network from these tensors while detecting it
+        model = handed
+    elif spec.arch in STATE_BUILT_ARCHS:  # the checkpoint says how wide and deep the network is; loaded strictly
         model = STATE_BUILT_ARCHS[spec.arch](unwrap_state_dict(state, key_prefix=spec.key_prefix))
     else:
         model = build_generator(spec)
@@ -150,205 +154,33 @@ def resolve_weights(spec: ModelSpec) -> WeightsSource:
     if not spec.sources:
         raise WeightsUnavailableError(f"{spec.id}: the spec names neither a bundled file nor a Hub file")
 
-    # Imported here so that `import gan_models` stays fast and works without the Hub client's optional deps.
-    from huggingface_hub import try_to_load_from_cache
-
-    cache_dir = settings.hub_cache_dir()
     for hub in spec.sources:
-        cached = try_to_load_from_cache(
-            hub.repo_id, hub.filename, cache_dir=cache_dir, revision=hub.revision, repo_type=hub.repo_type
-        )
-        if isinstance(cached, str) and os.path.isfile(cached):
-            return WeightsSource(path=Path(cached), origin="hub-cache", spec_id=spec.id, hub=hub)
+        if (cached := cached_hub_file(hub)) is not None:
+            return WeightsSource(path=cached, origin="hub-cache", spec_id=spec.id, hub=hub)
     if settings.hub_offline():
         where = " nor ".join(str(hub) for hub in spec.sources)
         raise WeightsUnavailableError(f"{spec.id}: cannot get {where}: offline mode (HF_HUB_OFFLINE=1)")
     failures: list[str] = []
-    error: Exception | None = None
+    error: BaseException | None = None
     for i, hub in enumerate(spec.sources):
         try:
-            return WeightsSource(path=_download(hub, cache_dir), origin="hub", spec_id=spec.id, hub=hub)
-        except Exception as exc:  # noqa: BLE001 - every Hub/network failure means the same thing to the caller
-            error = exc
-            failures.append(f"{hub}: {type(exc).__name__}: {first_line(exc)}")
-            if not _hub_answered(exc):
+            return WeightsSource(path=fetch_hub_file(hub), origin="hub", spec_id=spec.id, hub=hub)
+        except WeightsUnavailableError as exc:
+            error = exc.__cause__ or exc
+            failures.append(f"{hub}: {type(error).__name__}: {first_line(error)}")
+            if not isinstance(exc, HubRefusedError):
                 if untried := spec.sources[i + 1 :]:
                     failures.append(" nor ".join(map(str, untried)) + ": not tried (the Hub did not answer)")
                 break
     raise WeightsUnavailableError(f"{spec.id}: cannot get " + "; nor ".join(failures)) from error
 
 
-def _download(hub: HubFile, cache_dir: Path) -> Path:
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-
-    token, endpoint = settings.hub_token(), settings.hub_endpoint()
-    # One HEAD request without retries first: hf_hub_download retries network errors with a 60 s timeout and
-    # back-off (minutes against a silent or unresolvable host). Past this probe the Hub has answered, and the
-    # download may take as long as the file needs.
-    get_hf_file_metadata(
-        hf_hub_url(hub.repo_id, hub.filename, repo_type=hub.repo_type, revision=hub.revision, endpoint=endpoint),
-        token=token, timeout=_HUB_TIMEOUT_S, endpoint=endpoint, retry_on_errors=False,
-    )
-    path = hf_hub_download(
-        hub.repo_id,
-        hub.filename,
-        repo_type=hub.repo_type,
-        revision=hub.revision,
-        cache_dir=cache_dir,
-        token=token,
-        etag_timeout=_HUB_TIMEOUT_S,
-        endpoint=endpoint,
-    )
-    return Path(path)
-
-
-def _hub_answered(exc: BaseException) -> bool:
-    """The Hub replied (no such repo or file, gated, ...), so another source on it may still work."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    return isinstance(exc, HfHubHTTPError)
-
-
 def _is_in_weights_dir(path: Path) -> bool:
-    from .specs import WEIGHTS_DIR
-
     try:
         path.resolve().relative_to(WEIGHTS_DIR.resolve())
     except ValueError:
         return False
     return True
-
-
-def read_state_dict(path: str | Path) -> dict[str, object]:
-    """Read a weights file into a dict without running pickled code.
-
-    safetensors is tried first (by extension or header); anything else goes through `torch.load(weights_only=True)`,
-    which refuses pickles that would construct arbitrary objects.
-
-    Raises:
-        WeightsError: corrupt, truncated or unsafe file; the message names the file and the reason.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{path}: file is empty (0 bytes)")
-    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-        try:
-            return dict(load_safetensors(str(path), device="cpu"))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        text = str(exc)
-        unsafe = re.search(r"(?:Unsupported global: |unsupported )GLOBAL ([\w.]+)", text, re.IGNORECASE)
-        if unsafe:  # the pickle names a callable: constructing it could run code
-            raise WeightsError(
-                f"{path}: refused: the file holds pickled objects other than tensors ({unsafe.group(1)}; possible code "
-                "execution); only safetensors or plain tensor checkpoints are loaded"
-            ) from exc
-        if isinstance(exc, (zipfile.BadZipFile, EOFError, RuntimeError, OSError)) or "zip" in text.lower():
-            raise WeightsError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})") from exc
-        # Anything else the safe unpickler stops at: random bytes, a text file, pickle opcodes it does not accept.
-        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n", text)
-        reason = detail.group(1) if detail else f"{type(exc).__name__}: {first_line(exc, limit=120)}"
-        raise WeightsError(f"{path}: refused: not a plain tensor checkpoint, corrupt or of an unsupported kind "
-                           f"({reason}); use safetensors or a torch.save'd dict of tensors") from exc
-    if not isinstance(obj, dict):
-        raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
-    return obj
-
-
-def _looks_like_safetensors(path: Path) -> bool:
-    # safetensors files start with a little-endian u64 header length followed by a JSON object.
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000
-
-
-def canonicalize_state_dict(
-    state: dict[str, object], *, model: nn.Module, key_prefix: str | None = None
-) -> dict[str, torch.Tensor]:
-    """Map a checkpoint's keys onto `model`'s keys: the one place that knows the quirks of real files.
-
-    - unwraps `params_ema` / `params` / `state_dict` wrappers,
-    - keeps only `key_prefix` entries (e.g. "G_B." in a file holding several networks) and strips the prefix,
-    - strips `module.` (DataParallel) and `_orig_mod.` (torch.compile) prefixes,
-    - drops InstanceNorm running statistics that old CycleGAN files carry but the network has no buffer for,
-    - adds or removes a leading `model.` when that alone makes the key sets match.
-    """
-    cleaned = unwrap_state_dict(state, key_prefix=key_prefix)
-    expected = model.state_dict().keys()
-    cleaned = {
-        k: v for k, v in cleaned.items() if k in expected or not k.endswith(_NORM_STAT_SUFFIXES)
-    }
-    if set(cleaned) != set(expected):
-        with_model = {f"model.{k}": v for k, v in cleaned.items()}
-        without_model = {k.removeprefix("model."): v for k, v in cleaned.items()}
-        for candidate in (with_model, without_model):
-            if set(candidate) == set(expected):
-                return candidate
-    return cleaned
-
-
-def unwrap_state_dict(state: Mapping[str, Any], *, key_prefix: str | None = None) -> dict[str, torch.Tensor]:
-    """The model-independent half of canonicalisation: tensors only, keyed as the network names them.
-
-    Unwraps a `params_ema` / `params` / `state_dict` wrapper, flattens nested dicts (`{"netG_A": {...}}` becomes
-    `netG_A.<key>`), keeps only `key_prefix` entries (prefix removed), strips `module.` / `_orig_mod.` prefixes.
-    """
-    for wrapper in _WRAPPER_KEYS:
-        inner = state.get(wrapper)
-        if isinstance(inner, dict) and inner:
-            state = inner
-            break
-    flat: dict[str, torch.Tensor] = {}
-    _flatten(state, "", flat)
-    if key_prefix:
-        flat = {k[len(key_prefix):]: v for k, v in flat.items() if k.startswith(key_prefix)}
-    return {_strip_prefixes(k): v for k, v in flat.items()}
-
-
-def _flatten(state: Mapping[str, Any], prefix: str, out: dict[str, torch.Tensor]) -> None:
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor):
-            out[prefix + str(key)] = value
-        elif isinstance(value, Mapping) and prefix.count(".") < 2:  # bounded: training files nest one or two levels
-            _flatten(value, f"{prefix}{key}.", out)
-
-
-def _strip_prefixes(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
-
-
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
-    """`load_state_dict(strict=True)` with an error that says which keys and shapes did not match."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [
-        f"{k}: file {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                parts.append(f"{label}: {shown}")
-        raise WeightsError(
-            f"{source}: does not match {type(model).__name__} (wrong architecture or variant?); " + "; ".join(parts)
-        )
-    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True)
 
 
 def build_generator(spec: ModelSpec) -> nn.Module:
@@ -373,3 +205,28 @@ def save_model_folder(
     return out_dir
 
 
+# --- removed in 0.1 without a deprecation; back for one release, each warning once per call ----------------------
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning,
+                  stacklevel=3)
+
+
+def load_generator(spec: ModelSpec) -> nn.Module:
+    """Deprecated: `load_model(spec, allow_fallback=False).module` (it never fell back)."""
+    _deprecated("load_generator(spec)", "load_model(spec).module")
+    return load_model(spec, allow_fallback=False).module
+
+
+def load_generator_with_source(spec: ModelSpec) -> tuple[nn.Module, WeightsSource]:
+    """Deprecated: `load_model(spec, allow_fallback=False)`, whose `.module` and `.source` these are."""
+    _deprecated("load_generator_with_source(spec)", "load_model(spec) (its .module and .source)")
+    loaded = load_model(spec, allow_fallback=False)
+    return loaded.module, loaded.source
+
+
+def load_with_fallback(spec: ModelSpec) -> LoadedModel:
+    """Deprecated: `load_model(spec)` falls back by default."""
+    _deprecated("load_with_fallback(spec)", "load_model(spec)")
+    return load_model(spec)

@@ -18,8 +18,11 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app import EMPTY_CANVAS_MESSAGE, Studio, TranslatorCache, app_specs, build_demo
+from app import EMPTY_CANVAS_MESSAGE, app_specs, build_demo
 from gan_models import SPECS, GanModelsError, HubFile, ModelSpec, Settings, WeightsUnavailableError
+from gan_models import cache as model_cache
+from gan_models.cache import ModelCache
+from gan_models.studio import info_line
 
 from .conftest import app_settings, make_tiny_model, rgb_image, serve
 
@@ -220,12 +223,10 @@ def test_config_reads_the_environment():
 
 @pytest.mark.parametrize("first", ["hub-style", "tiny-style"])
 def test_cache_shares_one_fallback_model_and_remembers_failures(tmp_path, offline_hub, monkeypatch, first):
-    import app
-
     calls: list[str] = []
-    real_load = app.load_model
-    monkeypatch.setattr(app, "load_model", lambda spec, **kw: (calls.append(spec.id), real_load(spec, **kw))[1])
-    cache = TranslatorCache(build_app_models(tmp_path), settings=app_settings(retry_after_s=600))
+    real_load = model_cache.load_model
+    monkeypatch.setattr(model_cache, "load_model", lambda spec, **kw: (calls.append(spec.id), real_load(spec, **kw))[1])
+    cache = ModelCache(build_app_models(tmp_path), settings=app_settings(retry_after_s=600))
     cache.get(first)
     hub, own = cache.get("hub-style"), cache.get("tiny-style")
     assert hub.backend is own.backend  # one copy of the fallback model serves both
@@ -243,10 +244,8 @@ def test_cache_shares_one_fallback_model_and_remembers_failures(tmp_path, offlin
 
 
 def test_building_the_app_loads_no_model(monkeypatch, tmp_path):
-    import app
-
     calls: list[object] = []
-    monkeypatch.setattr(app, "load_model", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(model_cache, "load_model", lambda *args, **kwargs: calls.append(args))
     build_demo(specs=build_app_models(tmp_path), config=app_settings())
     assert calls == []
 
@@ -268,9 +267,8 @@ def test_weights_flag_adds_local_models_to_their_tab(tmp_path):
 
 
 def test_info_line_names_a_reduced_precision(tmp_path):
-    studio = Studio(specs=build_app_models(tmp_path), config=app_settings())
-    spec = studio.specs["tiny-style"]
+    spec = build_app_models(tmp_path)["tiny-style"]
     for precision, shown in (("fp32", "· onnxruntime on cpu ·"), ("int8", "· onnxruntime int8 on cpu ·")):
         backend = SimpleNamespace(name="onnxruntime", device="cpu", precision=precision)
-        translator = SimpleNamespace(spec=spec, source=None, fallback_reason=None, backend=None)  # switched away
-        assert shown in studio._info(spec.id, translator, backend, 0.5, Image.new("RGB", (8, 8)))
+        translator = SimpleNamespace(spec=spec, source=None, fallback_reason=None, backend=backend)  # pinned
+        assert shown in info_line(translator, 0.5, Image.new("RGB", (8, 8)), requested=spec.id)

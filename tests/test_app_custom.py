@@ -23,8 +23,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import app
-from app import CUSTOM_CHOICE, Studio, TranslatorCache, build_demo
+from app import CUSTOM_CHOICE, Studio, build_demo
 from gan_models import custom, deploy
+from gan_models.cache import ModelCache
 
 from .conftest import app_settings, make_tiny_model, rgb_image, serve
 from .test_app import build_app_models
@@ -189,7 +190,7 @@ def _local_models(root: Path, count: int) -> list[str]:
 
 
 def test_cache_keeps_at_most_max_models_and_frees_the_rest(tmp_path):
-    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(max_models=2))
+    cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings(max_models=2))
     paths = _local_models(tmp_path, 5)
     refs = []
     for path in paths:
@@ -209,7 +210,7 @@ def test_cache_keeps_at_most_max_models_and_frees_the_rest(tmp_path):
 
 
 def test_a_model_in_use_is_never_evicted(tmp_path):
-    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(max_models=1))
+    cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings(max_models=1))
     paths = _local_models(tmp_path, 3)
     started, release = threading.Event(), threading.Event()
 
@@ -261,7 +262,7 @@ def test_handlers_are_wrapped_for_zerogpu_and_plain_elsewhere(tmp_path, monkeypa
 
 
 def test_gpu_durations_size_a_custom_model_once_it_is_resolved(tmp_path, photo):
-    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings())
+    cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings())
     upscale = deploy.gpu_durations(cache.known_specs(), max_style_side=64)["upscale"]
     path = _local_models(tmp_path, 1)[0]
     assert upscale(str(photo), path, 4, "auto", None) == deploy.GPU_BASE_S  # not seen yet: the base reservation

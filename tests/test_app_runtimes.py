@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import app
-from app import Studio, TranslatorCache
+from app import Studio
+from gan_models import cache as model_cache
+from gan_models.cache import ModelCache
 from gan_models.runtimes import RUNTIMES, worker
 from gan_models.runtimes import onnx_export as ox
 from gan_models.runtimes.worker import Preparer
@@ -67,8 +68,7 @@ def test_first_request_answers_on_torch_and_later_ones_on_the_chosen_runtime(tmp
 
 
 def test_a_fallback_entry_follows_the_switch_of_the_model_it_shares(tmp_path, preparer, offline_hub):
-    cache = TranslatorCache(build_app_models(tmp_path / "models"), settings=app_settings(backend="auto",
-                                                                                          device="cpu"))
+    cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings(backend="auto", device="cpu"))
     hub, own = cache.get("hub-style"), cache.get("tiny-style")
     assert hub.fell_back and hub.backend is own.backend and own.backend.name == "torch"
     _wait_for_switch(own)
@@ -78,8 +78,8 @@ def test_a_fallback_entry_follows_the_switch_of_the_model_it_shares(tmp_path, pr
 
 def test_start_up_loads_each_tabs_default_model_in_the_background(tmp_path, monkeypatch):
     loaded: list[str] = []
-    real = app.load_model
-    monkeypatch.setattr(app, "load_model", lambda spec, **kw: (loaded.append(spec.id), real(spec, **kw))[1])
+    real = model_cache.load_model
+    monkeypatch.setattr(model_cache, "load_model", lambda spec, **kw: (loaded.append(spec.id), real(spec, **kw))[1])
     studio = Studio(specs=build_app_models(tmp_path / "models"), config=app_settings())
     studio.warm_defaults().join(120)
     assert sorted(loaded) == sorted({studio.default_model(t) for t in ("style", "sketch2photo", "upscale")})

@@ -244,8 +244,8 @@ def _fit_long(size: tuple[int, int], side: int) -> tuple[int, int]:
 
 
 def _sketch_size(size: tuple[int, int]) -> tuple[int, int]:
-    # short side to the model's size, long side at most MAX_ASPECT times that (app.MAX_ASPECT)
-    from app import MAX_ASPECT
+    # short side to the model's size, long side at most MAX_ASPECT times that (imaging.MAX_ASPECT)
+    from gan_models.imaging import MAX_ASPECT
 
     w, h = size
     k = min(SKETCH_SIZE / min(w, h), MAX_ASPECT * SKETCH_SIZE / max(w, h))

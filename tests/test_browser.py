@@ -122,9 +122,18 @@ def test_custom_model_by_hub_id_upscales(page):
     page.get_by_role("option", name="Custom model…").click()
     page.locator("#upscale-custom-id textarea, #upscale-custom-id input").first.fill(UPSCALE_ID)
     assert page.locator("#upscale-custom-file").is_visible()
+    # The id field's change event puts the typed id in the model dropdown, which is the run button's input
+    page.wait_for_function("id => document.querySelector('#upscale-model input').value === id", arg=UPSCALE_ID)
+    assert page.locator("#upscale-custom-id").is_visible()  # the custom fields stay while the id is not offered
     page.locator("#upscale-run").click()
     page.locator("#upscale-info").get_by_text(UPSCALE_ID).wait_for()
     _loaded_image(page, "#upscale-slider")
     sizes = page.eval_on_selector_all("#upscale-slider img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
     assert [512, 512] in sizes  # 128 px logo, x4 by the custom ESRGAN
     _screenshot(page, "custom-upscale")
+    page.locator("#upscale-model input").click()
+    page.get_by_role("option", name="Tiny upscale").click()
+    page.locator("#upscale-custom-id").wait_for(state="hidden")
+    page.locator("#upscale-model input").click()
+    page.get_by_role("option", name="Custom model…").click()  # the id still in its field is the model again
+    page.wait_for_function("id => document.querySelector('#upscale-model input').value === id", arg=UPSCALE_ID)

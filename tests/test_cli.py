@@ -69,16 +69,16 @@ def test_bad_tile_argument(tile, tmp_path):
 
 
 def test_run_takes_its_defaults_from_the_environment(tiny_specs, tmp_path, monkeypatch, capsys):
-    from gan_models import pipeline
+    from gan_models import cache
 
     seen: dict = {}
-    real = pipeline.translator_for
+    real = cache.build_translator
 
-    def spy(model, **options):
+    def spy(loaded, **options):
         seen.update(options)
-        return real(model, **options)
+        return real(loaded, **options)
 
-    monkeypatch.setattr(pipeline, "translator_for", spy)
+    monkeypatch.setattr(cache, "build_translator", spy)
     monkeypatch.setenv("GAN_STUDIO_TILE_BUDGET_MB", "64")
     monkeypatch.setenv("GAN_STUDIO_DEVICE", "cpu")
     rgb_image().save(tmp_path / "x.png")

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from gan_models import custom
+from gan_models import resolve as resolve_module
 from gan_models.archs import STATE_BUILT_ARCHS, build_arch
 from gan_models.custom import custom_generators, parse_model_ref, resolve_custom
 from gan_models.errors import (
@@ -236,7 +237,7 @@ def test_same_id_is_resolved_once_and_a_changed_file_again(tmp_path, monkeypatch
         reads.append(Path(path))
         return read_state_dict(path)
 
-    monkeypatch.setattr(custom, "read_state_dict", counting_read)
+    monkeypatch.setattr(resolve_module, "read_state_dict", counting_read)
     path = tmp_path / "x.pth"
     torch.save(_net("srvgg_compact").state_dict(), path)
     first = get_spec(str(path))
@@ -247,11 +248,11 @@ def test_same_id_is_resolved_once_and_a_changed_file_again(tmp_path, monkeypatch
 
 
 def test_cache_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(custom, "CACHE_SIZE", 2)
+    monkeypatch.setattr(resolve_module, "CACHE_SIZE", 2)
     for i in range(4):
         torch.save(_net("srvgg_compact").state_dict(), tmp_path / f"{i}.pth")
         get_spec(str(tmp_path / f"{i}.pth"))
-    assert len(custom._cache) == 2
+    assert len(resolve_module._cache) == 2
 
 
 def test_local_file_over_the_cap_is_refused(tmp_path):

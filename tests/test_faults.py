@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from gan_models import SPECS, ModelSpec, load_model, spec_from_config
+from gan_models import resolve as resolve_module
 from gan_models import weights as weights_module
 from gan_models.archs import build_arch
 from gan_models.errors import WeightsError, WeightsUnavailableError
@@ -393,8 +394,8 @@ class _SilentServer:
 
 
 def test_hub_that_never_answers_fails_within_the_timeout(hub_at, monkeypatch):
-    monkeypatch.setattr(weights_module, "_HUB_TIMEOUT_S", 1.0)  # the bound scales with it; keeps the test short
-    deadline = 3 * weights_module._HUB_TIMEOUT_S + 10
+    monkeypatch.setattr(resolve_module, "HUB_TIMEOUT_S", 1.0)  # the bound scales with it; keeps the test short
+    deadline = 3 * resolve_module.HUB_TIMEOUT_S + 10
     with _SilentServer() as server:
         hub_at(server.url)
         try:
@@ -439,13 +440,13 @@ def test_second_source_is_downloaded_when_the_hub_has_not_the_first(hub_at, tmp_
     first, second = spec.sources
     tried: list[str] = []
 
-    def download(hub, cache_dir):
+    def download(hub, **_):
         tried.append(hub.repo_id)
         if hub == first:
             raise _http_error(404, "404 Client Error: Entry Not Found for url: https://huggingface.co/x\nmore")
         return tmp_path / "weights.pth"
 
-    monkeypatch.setattr(weights_module, "_download", download)
+    monkeypatch.setattr(resolve_module, "_download", download)
     source = resolve_weights(spec)
     assert tried == [first.repo_id, second.repo_id]
     assert (source.origin, source.hub, source.path) == ("hub", second, tmp_path / "weights.pth")
@@ -457,11 +458,11 @@ def test_sources_after_a_network_failure_are_not_tried(hub_at, monkeypatch):
     first, second = spec.sources
     tried: list[str] = []
 
-    def download(hub, cache_dir):
+    def download(hub, **_):
         tried.append(hub.repo_id)
         raise ConnectionError("connection refused\ntraceback lines")
 
-    monkeypatch.setattr(weights_module, "_download", download)
+    monkeypatch.setattr(resolve_module, "_download", download)
     with pytest.raises(WeightsUnavailableError) as info:
         resolve_weights(spec)
     assert tried == [first.repo_id]  # the other source lives on the same unanswering Hub

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gan_models.archs import build_arch
-from gan_models.tiling import auto_tile, run_tiled
+from gan_models.errors import InvalidTileError
+from gan_models.tiling import auto_tile, parse_tile, run_tiled
 
 
 def _nearest_x2(x: np.ndarray) -> np.ndarray:
@@ -73,3 +74,17 @@ def test_bad_tile_is_refused():
         run_tiled(lambda t: t, np.zeros((1, 3, 8, 8), np.float32), tile=0)
     with pytest.raises(ValueError, match="returned"):
         run_tiled(lambda t: t[:, :, :4], np.zeros((1, 3, 8, 8), np.float32), tile=8)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("auto", "auto"), ("AUTO", "auto"), (None, None), ("none", None), ("None", None), (0, None), ("0", None),
+    ("256", 256), (128, 128),
+])
+def test_parse_tile_accepts_what_the_app_and_cli_accept(value, expected):
+    assert parse_tile(value) == expected
+
+
+@pytest.mark.parametrize("value", ["-3", -1, "big", "1.5", ""])
+def test_parse_tile_refuses_with_one_line(value):
+    with pytest.raises(InvalidTileError, match=r"^tile must be auto, none \(or 0\) or a size in pixels, not "):
+        parse_tile(value)

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..state_dict import unwrap_state_dict
+
 RRDB_SCALES: tuple[int, ...] = (1, 2, 4, 8)
 
 
@@ -162,8 +164,6 @@ def build_rrdbnet_from_esrgan(state_dict: Mapping[str, Tensor]) -> RRDBNet:
 
     `state_dict` is the checkpoint as read (wrappers and `module.` prefixes are removed here) or already unwrapped.
     """
-    from ..detect import unwrap_state_dict  # at call time: detect.py imports this package
-
     state = esrgan_to_basicsr(unwrap_state_dict(state_dict))
     kwargs = rrdbnet_kwargs(state)
     if kwargs is None:

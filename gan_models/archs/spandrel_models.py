@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..errors import UnsupportedModelError
+from ..errors import UnrecognisedNetworkError, UnsupportedModelError, first_line
+from ..state_dict import unwrap_state_dict
 
 # Our pipeline feeds RGB arrays and expects RGB back.
 SPANDREL_CHANNELS = 3
@@ -24,7 +25,8 @@ def describe_spandrel(state_dict: Mapping[str, torch.Tensor]):  # -> spandrel.Im
     """spandrel's descriptor (network with the weights loaded, scale, size rules) for an RGB image-to-image model.
 
     Raises:
-        UnsupportedModelError: spandrel knows no such network, or it is not an RGB image-to-image model (an
+        UnrecognisedNetworkError: spandrel knows no such network.
+        UnsupportedModelError: spandrel could not build it, or it is not an RGB image-to-image model (an
             inpainting model, a grayscale one); the message says which.
     """
     # Imported here: spandrel registers ~40 architectures on import (about a second), needed only for such files.
@@ -34,11 +36,9 @@ def describe_spandrel(state_dict: Mapping[str, torch.Tensor]):  # -> spandrel.Im
     try:
         descriptor = ModelLoader(device="cpu").load_from_state_dict(dict(state_dict))
     except SpandrelUnsupported:
-        raise UnsupportedModelError("spandrel recognises no architecture in these keys") from None
+        raise UnrecognisedNetworkError("spandrel recognises no architecture in these keys") from None
     except Exception as exc:  # noqa: BLE001 - a known architecture whose numbers spandrel could not fit
-        text = str(exc).strip().splitlines()
-        raise UnsupportedModelError(f"spandrel could not build it: {type(exc).__name__}: {text[0] if text else ''}"
-                                    ) from exc
+        raise UnsupportedModelError(f"spandrel could not build it: {type(exc).__name__}: {first_line(exc)}") from exc
     arch = descriptor.architecture.name
     if not isinstance(descriptor, ImageModelDescriptor):
         raise UnsupportedModelError(f"{arch} ({descriptor.purpose}) needs a mask or other extra input; "
@@ -55,6 +55,4 @@ def build_spandrel(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     `state_dict` is the checkpoint as read (a `params_ema` wrapper, `module.` prefixes are removed here) or
     already unwrapped; a file holding several networks must be cut to the chosen one's keys first.
     """
-    from ..detect import unwrap_state_dict  # at call time: detect.py imports this package
-
     return describe_spandrel(unwrap_state_dict(state_dict)).model.float().eval()

@@ -1,6 +1,6 @@
 """Runtimes: how a network runs (torch, onnxruntime, ...), and the choice between them, owned by the library.
 
-    base.py                 Backend protocol, BackendOutOfMemory, resolve_device
+    base.py                 Backend protocol, BackendSlot, BuildOnce, resolve_device (BackendOutOfMemory: errors)
     torch_backend.py        TorchBackend (the reference, and what a Translator starts on)
     onnxruntime_backend.py  OnnxBackend and its session cache
     onnx_export.py          export, int8 recipe, parity check, sidecars, the export cache folder
@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 
 from ..errors import GanModelsError
-from ..settings import env
+from ..settings import ENV, forced_backend
 from ..specs import ModelSpec
 from ..weights import LoadedModel
 from .activity import serving, yield_to_requests
-from .base import Backend, BackendOutOfMemory, resolve_device
+from .base import Backend, BackendOutOfMemory, BackendSlot, resolve_device
 from .malloc import tune_malloc
 from .onnx_export import cache_dir
 from .onnxruntime_backend import OnnxBackend, clear_session_cache, import_onnxruntime
@@ -33,7 +33,7 @@ from .worker import Job, Preparer, default_preparer, prepare_in_background, warm
 logger = logging.getLogger(__name__)
 
 # Forces one backend for the whole process (e.g. test runs with many throw-away models that should not be exported).
-BACKEND_ENV = "GAN_STUDIO_BACKEND"
+BACKEND_ENV = ENV["backend"]
 
 __all__ = [
     "BACKENDS",
@@ -42,6 +42,7 @@ __all__ = [
     "Artifacts",
     "Backend",
     "BackendOutOfMemory",
+    "BackendSlot",
     "Job",
     "OnnxBackend",
     "Outcome",
@@ -67,8 +68,9 @@ __all__ = [
 ]
 
 
-def requested_backend(backend: str) -> str:
-    """"auto" or a runtime name for `backend` (aliases resolved); "auto" becomes GAN_STUDIO_BACKEND's runtime if set.
+def requested_backend(backend: str, forced: str | None = None) -> str:
+    """"auto" or a runtime name for `backend` (aliases resolved); "auto" becomes `forced` if given, else
+    GAN_STUDIO_BACKEND's runtime if set (through `settings.forced_backend`).
 
     Raises:
         GanModelsError: an unknown name, here or in GAN_STUDIO_BACKEND, with the valid choices.
@@ -76,7 +78,7 @@ def requested_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise GanModelsError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "auto":
-        forced = (env(BACKEND_ENV) or "auto").strip().lower()
+        forced = ((forced if forced is not None else forced_backend()) or "auto").strip().lower()
         if forced not in BACKENDS:
             raise GanModelsError(f"{BACKEND_ENV}={forced!r}; choose one of: {', '.join(BACKENDS)}")
         backend = forced

@@ -1,14 +1,16 @@
-"""What every runtime shares: the Backend protocol, the out-of-memory signal and the device choice.
+"""What every runtime shares: the Backend protocol, the slot a Translator's backend sits in, the out-of-memory
+signal (defined in errors.py, re-exported here) and the device choice.
 
 A backend runs a network on a batch: numpy (N, C, H, W) float32 in, numpy float32 out. This is the only thing that
-differs between runtimes; everything around it (padding, tiling, colour handling) lives in the Translator, so a
-parity check of two backends checks exactly what users run. Backends hold no per-request state and are safe to call
-from several threads at once.
+differs between runtimes; everything around it (padding and tiling in `tiling.run_array`, colour handling in the
+Translator) is shared, so a parity check of two backends checks exactly what users run. Backends hold no per-request
+state and are safe to call from several threads at once.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,11 +18,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..errors import BackendUnavailableError, GanModelsError
+from ..errors import BackendOutOfMemory, BackendUnavailableError, GanModelsError
 
-
-class BackendOutOfMemory(GanModelsError):
-    """The accelerator ran out of memory on this input; the Translator retries with smaller tiles."""
+__all__ = ["Backend", "BackendOutOfMemory", "BackendSlot", "BuildOnce", "file_key", "resolve_device"]
 
 
 class Backend(Protocol):
@@ -42,15 +42,42 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+class BackendSlot:
+    """The backend a Translator's next request runs on: read with `get()` at the start of a request (which then
+    keeps it), replaced with `swap()` by a background switch. Thread-safe; one slot may serve several Translators
+    (a Hub model's fallback shares its stand-in's slot, so both follow one switch)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._lock = threading.Lock()
+
+    def get(self) -> Backend:
+        with self._lock:
+            return self._backend
+
+    def swap(self, backend: Backend) -> Backend:
+        """Put `backend` in for the next request; returns the one it replaces (requests running keep theirs)."""
+        with self._lock:
+            previous, self._backend = self._backend, backend
+        return previous
+
+
+# Built objects kept for sharing (sessions / compiled models; a model has up to ~6 candidates): a backend holds its
+# own reference, so one dropped from here keeps serving its Translator and is only built again for a new backend.
+BUILT_KEPT = 32
+
+
 class BuildOnce:
     """Expensive objects built from a graph file (onnxruntime sessions, OpenVINO compiled models), shared by every
     Translator and request in the process: one build per key, even when several threads ask at once.
 
-    Keys come from `file_key`, so a file rewritten in place (new weights exported) is built again.
+    Keys come from `file_key`, so a file rewritten in place (new weights exported) is built again. At most
+    `max_kept` objects are kept, the least recently used dropped first.
     """
 
-    def __init__(self) -> None:
-        self._items: dict[Hashable, Any] = {}
+    def __init__(self, *, max_kept: int = BUILT_KEPT) -> None:
+        self._max_kept = max_kept
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()  # least recently used first
         self._locks: dict[Hashable, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -58,16 +85,31 @@ class BuildOnce:
         with self._guard:
             item = self._items.get(key)
             if item is not None:
+                self._items.move_to_end(key)
                 return item
             lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # one build per key
-            with self._guard:
-                item = self._items.get(key)
-            if item is None:
-                item = build()
+        try:
+            with lock:  # one build per key
                 with self._guard:
-                    self._items[key] = item
+                    item = self._items.get(key)
+                if item is None:
+                    item = build()
+                    with self._guard:
+                        self._items[key] = item
+                        self._evict()
+        finally:
+            with self._guard:  # no thread waits on it: later asks find the item (or build again after a failure)
+                if self._locks.get(key) is lock and not lock.locked():
+                    del self._locks[key]
         return item
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._items)
+
+    def _evict(self) -> None:
+        while len(self._items) > self._max_kept:
+            self._items.popitem(last=False)
 
     def clear(self) -> None:
         """Forget everything built (tests; freeing memory after a model is dropped)."""

@@ -46,8 +46,9 @@ from torch import nn
 
 from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError, first_line
 from ..files import atomic_write, sha256_file
-from ..settings import env, user_cache_dir
+from ..settings import ENV, onnx_cache_dir, user_cache_dir
 from ..specs import ModelSpec
+from ..tiling import requested_tile, run_array
 
 FORMAT = "gan_models.onnx/1"
 # How each precision is made; bumping one re-exports that precision in every cache (older files are stale).
@@ -68,7 +69,7 @@ FP32_TOLERANCE = 1e-3
 MIN_PSNR_DB = 40.0
 # The repository's examples/ (calibration and parity images); a bare copy of the library uses synthetic images.
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-CACHE_ENV = "GAN_STUDIO_ONNX_CACHE"
+CACHE_ENV = ENV["onnx_cache"]
 
 # Fixed, shipped images: the parity image of each task is never used for int8 calibration.
 _PARITY_IMAGE = {"style": "small_landscape.png", "sketch2photo": "shoe_sketch.png", "upscale": "small_landscape.png"}
@@ -115,9 +116,7 @@ class Exported:
 
 def cache_dir() -> Path:
     """GAN_STUDIO_ONNX_CACHE, else $XDG_CACHE_HOME/gan-studio/onnx, else ~/.cache/gan-studio/onnx (never the repo)."""
-    if folder := env(CACHE_ENV):
-        return Path(folder).expanduser()
-    return user_cache_dir() / "onnx"
+    return onnx_cache_dir() or user_cache_dir() / "onnx"
 
 
 def _safe(name: str) -> str:
@@ -201,11 +200,12 @@ def _synthetic_rgb(h: int, w: int, seed: int) -> np.ndarray:
     return np.clip(base + rng.normal(0, 0.03, base.shape).astype(np.float32), 0, 1)
 
 
-def _resize_rgb(rgb: np.ndarray, side: int) -> np.ndarray:
+def _resized_square(rgb: np.ndarray, side: int) -> np.ndarray:
     from PIL import Image
 
-    img = Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB").resize((side, side), Image.Resampling.BICUBIC)
-    return np.asarray(img, dtype=np.float32) / 255.0
+    from .. import imaging
+
+    return imaging.resize_rgb(rgb, (side, side), resample=Image.Resampling.BICUBIC)
 
 
 def translation_side(spec: ModelSpec) -> int:
@@ -229,7 +229,7 @@ def parity_input(spec: ModelSpec) -> tuple[np.ndarray, str]:
         rgb, label = _synthetic_rgb(107, 160, seed=1234), "synthetic 160x107 (examples/ missing)"
     if spec.task != "upscale":
         side = translation_side(spec)
-        rgb, label = _resize_rgb(rgb, side), f"{label} at {side}x{side}"
+        rgb, label = _resized_square(rgb, side), f"{label} at {side}x{side}"
     return imaging.to_tensor_range(rgb, spec.value_range), label
 
 
@@ -263,7 +263,7 @@ def holdout_inputs(spec: ModelSpec) -> list[tuple[np.ndarray, str]]:
                 rgb = np.asarray(edges.convert("RGB"), np.float32) / 255.0
                 label = f"edges_from_photo({label})"
             side = translation_side(spec)
-            rgb, label = _resize_rgb(rgb, side), f"{label} at {side}x{side}"
+            rgb, label = _resized_square(rgb, side), f"{label} at {side}x{side}"
         inputs.append((imaging.to_tensor_range(np.ascontiguousarray(rgb), spec.value_range), label))
     return inputs
 
@@ -295,7 +295,7 @@ def calibration_inputs(spec: ModelSpec, *, split: bool = False) -> tuple[list[np
         c = _SR_CALIBRATION_CROP
         for _, rgb in rgbs:
             if min(rgb.shape[:2]) < c:
-                rgb = _resize_rgb(rgb, c)
+                rgb = _resized_square(rgb, c)
             h, w = rgb.shape[:2]
             for top, left in ((0, 0), (h - c, w - c), ((h - c) // 2, (w - c) // 2)):
                 crop = rgb[top:top + c, left:left + c]
@@ -305,7 +305,7 @@ def calibration_inputs(spec: ModelSpec, *, split: bool = False) -> tuple[list[np
     else:
         side = translation_side(spec)
         for _, rgb in rgbs:
-            small = _resize_rgb(rgb, side)
+            small = _resized_square(rgb, side)
             batches.append(imaging.to_tensor_range(small, spec.value_range))
             batches.append(imaging.to_tensor_range(small[:, ::-1], spec.value_range))  # mirrored: more statistics
     return batches, [name for name, _ in rgbs]
@@ -313,10 +313,10 @@ def calibration_inputs(spec: ModelSpec, *, split: bool = False) -> tuple[list[np
 
 def psnr_db(a: np.ndarray, b: np.ndarray, value_range: tuple[float, float]) -> float:
     """PSNR of `a` against `b` after clipping both to the value range (the pixels users get), in dB."""
+    from .. import imaging
+
     lo, hi = value_range
-    d = (np.clip(a, lo, hi) - np.clip(b, lo, hi)) / (hi - lo)
-    mse = float(np.mean(np.square(d, dtype=np.float64)))
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+    return imaging.psnr(np.clip(a, lo, hi), np.clip(b, lo, hi), peak=hi - lo)
 
 
 def json_float(v: float) -> float | str:
@@ -595,17 +595,16 @@ def _run_checker(path: Path) -> None:
 def _parity(
     spec: ModelSpec, module: Any, path: Path, precision: str, *, device: str, reference: np.ndarray | None
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Run the fixed image through the same Translator with the torch and the ONNX backend and compare."""
-    from ..pipeline import Translator
+    """Run the fixed image through the Translator's array path with the torch and the ONNX backend and compare."""
     from .onnxruntime_backend import OnnxBackend
     from .torch_backend import TorchBackend
 
     x, label = parity_input(spec)
-    tile = spec.tile if spec.task == "upscale" else None
+    tile = requested_tile(spec.tile, spec.size_multiple) if spec.task == "upscale" else None
     if reference is None:
-        reference = Translator(spec, TorchBackend(module, device="cpu")).run_array(x, tile=tile)
+        reference = run_array(TorchBackend(module, device="cpu"), x, spec, tile=tile)
     backend = OnnxBackend(path, device=device, precision=precision, cache=False)
-    out = Translator(spec, backend).run_array(x, tile=tile)
+    out = run_array(backend, x, spec, tile=tile)
     lo, hi = spec.value_range
     max_abs = float(np.max(np.abs(out - reference)))
     psnr = psnr_db(out, reference, spec.value_range)

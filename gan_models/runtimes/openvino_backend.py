@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+import gan_models.runtimes.cpu as cpu  # the module, not the package: no import cycle through __init__
+
 from ..errors import BackendUnavailableError, GanModelsError, first_line
-from . import cpu
 from .base import BackendOutOfMemory, BuildOnce, file_key
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")

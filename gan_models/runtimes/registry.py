@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gan_models.runtimes.cpu as cpu  # the module, not the package: no import cycle through __init__
+
 from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError
 from ..specs import ModelSpec
-from . import cpu
 from .base import Backend
 from .onnx_export import (
     FULL_PRECISION_GRAPHS,

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+import gan_models.runtimes.cpu as cpu  # the module, not the package: no import cycle through __init__
+
 from ..errors import BackendUnavailableError, first_line
-from . import cpu
 from .base import BackendOutOfMemory
 
 COMPILE_SIDE = 256

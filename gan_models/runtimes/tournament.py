@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
+import gan_models.runtimes.onnx_export as ox  # a module alias without importing the package (an import cycle)
+
 from ..errors import BackendUnavailableError, GanModelsError, OnnxExportError, first_line
 from ..specs import ModelSpec
-from . import onnx_export as ox
+from ..tiling import requested_tile, run_array
 from .activity import yield_to_requests
 from .base import Backend
 from .cpu import cpu_signature
@@ -114,7 +116,7 @@ def _upscale_tile(spec: ModelSpec) -> int:
 
 def _judge_tile(spec: ModelSpec) -> int | None:
     """Tiles for upscalers (as users run them), the whole image for the others (InstanceNorm sees all of it)."""
-    return _upscale_tile(spec) if spec.task == "upscale" else None
+    return requested_tile(_upscale_tile(spec), spec.size_multiple) if spec.task == "upscale" else None
 
 
 def _key(spec: ModelSpec, state_sha: str, device: str, threads: int, names: Sequence[str]) -> dict[str, Any]:
@@ -161,8 +163,6 @@ def _judge(
     inputs: list[tuple[np.ndarray, str]], references: list[np.ndarray],
 ) -> tuple[dict[str, Any], Backend | None]:
     """One candidate's record (verdict set unless it is still in the running) and its backend when it is."""
-    from ..pipeline import Translator
-
     entry: dict[str, Any] = {"runtime": runtime.name, "precision": precision}
     if (skipped := _not_built(runtime, precision, artifacts.module, device=device, trained=trained)) is not None:
         verdict, reason = skipped
@@ -173,10 +173,10 @@ def _judge(
         return dict(entry, verdict=EXPORT_FAILED, reason=first_line(exc)), None
     except Exception as exc:  # noqa: BLE001 - a runtime's loader may raise anything; one candidate, not the tournament
         return dict(entry, verdict=EXPORT_FAILED, reason=f"{type(exc).__name__}: {first_line(exc)}"), None
-    tile = _judge_tile(artifacts.spec)
-    translator = Translator(artifacts.spec, backend)
+    spec = artifacts.spec
+    tile = _judge_tile(spec)
     try:
-        psnrs = [ox.psnr_db(translator.run_array(x, tile=tile), ref, artifacts.spec.value_range)
+        psnrs = [ox.psnr_db(run_array(backend, x, spec, tile=tile), ref, spec.value_range)
                  for (x, _), ref in zip(inputs, references, strict=True)]
     except Exception as exc:  # noqa: BLE001 - a failing run disqualifies the candidate, whatever it raised
         reason = f"failed to run: {type(exc).__name__}: {first_line(exc)}"
@@ -270,7 +270,6 @@ def run_tournament(
     """
     import torch
 
-    from ..pipeline import Translator
     from .torch_backend import TorchBackend
 
     if device not in ("cpu", "cuda"):
@@ -299,8 +298,8 @@ def run_tournament(
     started = time.perf_counter()
     inputs = ox.holdout_inputs(spec)
     tile = _judge_tile(spec)
-    reference = Translator(spec, TorchBackend(module, device="cpu"))
-    references = [reference.run_array(x, tile=tile) for x, _ in inputs]
+    reference = TorchBackend(module, device="cpu")
+    references = [run_array(reference, x, spec, tile=tile) for x, _ in inputs]
     trained = source is not None or precisions is not None
     _export_first(artifacts, names, precisions, device=device, trained=trained)
     entries: dict[str, dict[str, Any]] = {}

@@ -1,13 +1,13 @@
 """Background preparation: export, calibrate and time a loaded model off the request path, then hand over the winner.
 
-    job = preparer.submit(loaded, device="cpu", on_ready=lambda backend: setattr(translator, "backend", backend))
+    job = preparer.submit(loaded, device="cpu", on_ready=translator.slot.swap)
 
 A Translator starts on torch and answers at once; when the job finishes, `on_ready` gets the tournament's backend
 (not called when torch fp32 itself won: the Translator already runs it). Bounded: `jobs` threads (one by default:
 exports and timing want the whole CPU, and two at once would time each other) and at most `max_queued` waiting jobs;
 a full queue refuses the job (the model stays on torch until it is loaded again). A job that fails is remembered for
-these weights and never run again in this process, however many requests or loads ask; a finished choice is kept
-(the last `max_kept`) so the next Translator of the same weights starts on it directly.
+these weights (the last `max_failed`) and not run again in this process, however many requests or loads ask; a
+finished choice is kept (the last `max_kept`) so the next Translator of the same weights starts on it directly.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ OnReady = Callable[[Backend], None]
 DEFAULT_JOBS = 1
 DEFAULT_MAX_QUEUED = 8
 DEFAULT_MAX_KEPT = 8
+# Failed preparations remembered (a small Job each): enough for every model an app keeps loaded many times over; a
+# failure pushed out is tried again when its model is next loaded.
+DEFAULT_MAX_FAILED = 64
 
 
 BACKGROUND_NICE = 19  # requests first: a preparation only gets the CPU time that requests leave
@@ -103,21 +106,24 @@ class Preparer:
         jobs: worker threads (started on the first submit, daemons: an interrupted export leaves no partial file).
         max_queued: jobs waiting at most; more are refused.
         max_kept: finished choices remembered for instant reuse.
+        max_failed: failed preparations remembered (not run again), the oldest forgotten first.
         root: the export cache (default `cache_dir()`).
     """
 
     def __init__(self, *, jobs: int = DEFAULT_JOBS, max_queued: int = DEFAULT_MAX_QUEUED,
-                 max_kept: int = DEFAULT_MAX_KEPT, root: Path | None = None) -> None:
+                 max_kept: int = DEFAULT_MAX_KEPT, max_failed: int = DEFAULT_MAX_FAILED,
+                 root: Path | None = None) -> None:
         if jobs < 1 or max_queued < 1:
             raise GanModelsError(f"a Preparer needs jobs >= 1 and max_queued >= 1, not {jobs} and {max_queued}")
         self._jobs = jobs
         self._max_kept = max_kept
+        self._max_failed = max_failed
         self._root = root
         self._queue: queue.Queue[tuple[Job, Callable[[], LoadedModel], str, int | None]] = queue.Queue(max_queued)
         self._lock = threading.Lock()
         self._active: dict[tuple, Job] = {}  # queued or running, by key: a second ask joins the first
         self._finished: OrderedDict[tuple, Job] = OrderedDict()  # succeeded, most recent last
-        self._failed: dict[tuple, Job] = {}  # never run again in this process
+        self._failed: OrderedDict[tuple, Job] = OrderedDict()  # not run again while remembered, most recent last
         self._threads: list[threading.Thread] = []
 
     def submit(
@@ -202,6 +208,8 @@ class Preparer:
             self._active.pop(job.key, None)
             if job.error is not None:
                 self._failed[job.key] = job
+                while len(self._failed) > self._max_failed:
+                    self._failed.popitem(last=False)
             else:
                 self._finished[job.key] = job
                 if job.key[0] == "warm":  # the Translator that loads these weights later asks by their file
