@@ -42,6 +42,7 @@ from gan_models import (
     deploy,
     get_spec,
     imaging,
+    zerogpu,
 )
 from gan_models.cache import ModelCache
 from gan_models.custom import WEIGHTS_SUFFIXES, file_safe_name
@@ -214,6 +215,7 @@ class Studio:
         self.config = config
         self.cache = ModelCache(specs, settings=config)
         self.files = ResultFiles()
+        self.gpu_runs = zerogpu.GpuLedger()  # what ZeroGPU calls did, brought back to this process
 
     @property
     def specs(self) -> dict[str, ModelSpec]:
@@ -225,19 +227,25 @@ class Studio:
         return offered + ([(CUSTOM_LABEL, CUSTOM_CHOICE)] if self.config.custom_models else [])
 
     def default_model(self, task: str) -> str | None:
-        return default_model(self.specs, task, device=self.config.device)
+        # on ZeroGPU the main process runs on the CPU but every request's model runs on the GPU
+        return default_model(self.specs, task, device="cuda" if zerogpu.active() else self.config.device)
 
     def warm_defaults(self) -> threading.Thread:
         """Load each tab's default model in a background thread (start-up), so the first request finds it loaded;
         with backend "auto" its fastest runtime is then prepared in the background too. Returns the thread."""
         return self.cache.warm(i for i in map(self.default_model, TASKS) if i is not None)
 
-    @contextmanager
-    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
-               ) -> Iterator[Translator]:
-        """The translator `model` names, held loaded for the block and pinned to its current backend for the
-        request: an offered id, a Hub id, or (model "custom") the uploaded `weights_file` (the file drop's
-        file_types refuse other suffixes). Visitors' text never reaches this machine's files; uploads are local."""
+    def load(self, task: str, model: str | None, weights_file: str | None = None) -> Translator:
+        """Load the model a request names, in this process, and return its translator: on ZeroGPU the main process
+        does this before reserving a GPU (`zerogpu.gpu(prepare=...)`), so downloads and refusals happen here, and
+        the same one-line errors reach the client."""
+        with _user_errors(_named(model, weights_file)), self.cache.use(self._spec(model, task, weights_file)) as t:
+            return t
+
+    def _spec(self, model: str | None, task: str, weights_file: str | None) -> ModelSpec:
+        """The spec `model` names: an offered id, a Hub id, or (model "custom") the uploaded `weights_file` (the file
+        drop's file_types refuse other suffixes). Visitors' text never reaches this machine's files; uploads are
+        local."""
         if model == CUSTOM_CHOICE:
             if not self.config.custom_models:
                 self.cache.spec(CUSTOM_CHOICE)  # raises the switched-off message
@@ -251,9 +259,17 @@ class Studio:
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
             raise gr.Error(f"{shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
                            + (f", or a custom {task} model" if self.config.custom_models else ""))
+        return spec
+
+    @contextmanager
+    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
+               ) -> Iterator[Translator]:
+        """The translator `model` names (see `_spec`), held loaded for the block and pinned to its current backend
+        for the request; inside a ZeroGPU call, on the GPU."""
+        spec = self._spec(model, task, weights_file)
         progress(0, desc=f"Loading {spec.title}")
         with self.cache.use(spec) as translator, serving():  # background preparation pauses meanwhile
-            yield translator.pinned()
+            yield zerogpu.on_device(translator).pinned()
 
     def _info(self, requested: str, translator: Translator, seconds: float, result: Image.Image) -> str:
         return info_line(translator, seconds, result,
@@ -400,11 +416,16 @@ class Studio:
         Returns:
             A JSON list; "available" is false for models whose weights failed to load (the reason is in "status").
         """
-        return model_rows(self.cache)
+        rows = model_rows(self.cache)
+        for row in rows:  # on ZeroGPU: what the last GPU call with this model did
+            if (run := self.gpu_runs.last_run(row["id"])) is not None:
+                row["status"] = f"{row['status']} · {run.describe()}"
+        return rows
 
     def runtime(self) -> str:
         """Backend and device in use, for the Settings panel."""
-        return runtime_summary(self.config, self.specs, upload_mb=upload_weights_mb(self.config))
+        summary = runtime_summary(self.config, self.specs, upload_mb=upload_weights_mb(self.config))
+        return summary + (f" · **ZeroGPU:** {zerogpu.describe(self.gpu_runs)}" if zerogpu.active() else "")
 
 
 def _named(model: str | None, weights_file: str | None) -> str | None:
@@ -473,9 +494,15 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
     if warm:
         studio.warm_defaults()
     heavy = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
-    # A custom id is sized once it has been resolved; before that (its first call, or an upload) the duration
-    # functions fall back to their base reservation.
-    durations = deploy.gpu_durations(studio.cache.known_specs(), max_style_side=config.max_style_side)
+    # On ZeroGPU each handler's model is loaded (on the CPU) before the GPU is reserved, then sized from its own
+    # network for the reservation; the call's record comes back into studio.gpu_runs.
+    durations = zerogpu.gpu_durations(studio.cache.known_specs(), max_style_side=config.max_style_side,
+                                      preview_side=config.preview_side, ledger=studio.gpu_runs)
+
+    def on_gpu(handler: Callable[..., Any], task: str, model_arg: str) -> Callable[..., Any]:
+        return zerogpu.gpu(handler, duration=durations[handler.__name__], ledger=studio.gpu_runs,
+                           prepare=lambda **args: studio.load(task, args[model_arg], args["weights_file"]))
+
     light = {"concurrency_limit": None, "api_visibility": "private"}
 
     with gr.Blocks(title="GAN Image Studio", delete_cache=(3600, 3600)) as demo:
@@ -555,15 +582,15 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
             with gr.Accordion("/models as JSON", open=False):
                 models_json = gr.JSON(label="Models")
 
-        style_btn.click(deploy.gpu(studio.style_transfer, duration=durations["style_transfer"]),
+        style_btn.click(on_gpu(studio.style_transfer, "style", "style"),
                         [style_in, style_model, style_size, style_weights], [style_out, style_info],
                         api_name="style_transfer", **heavy)
-        sketch_btn.click(deploy.gpu(studio.sketch_to_photo, duration=durations["sketch_to_photo"]),
+        sketch_btn.click(on_gpu(studio.sketch_to_photo, "sketch2photo", "model"),
                          [canvas, sketch_model, sketch_fit, sketch_weights], [sketch_out, sketch_info],
                          api_name="sketch_to_photo", **heavy)
         edge_btn.click(studio.edges_from_photo, [edge_photo, sketch_model], canvas, api_name="edges_from_photo",
                        **light)
-        up_btn.click(deploy.gpu(studio.upscale, duration=durations["upscale"]),
+        up_btn.click(on_gpu(studio.upscale, "upscale", "model"),
                      [up_in, up_model, up_scale, up_tile, up_weights], [up_slider, up_file, up_info],
                      api_name="upscale", **heavy)
         models_btn.click(studio.models, None, models_json, api_name="models", concurrency_limit=None).then(
@@ -608,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
     except GanModelsError as exc:
         parser.error(str(exc))
     # This imports `spaces` before CUDA is touched, as ZeroGPU requires.
-    if overrides := deploy.zerogpu_overrides():
+    if overrides := zerogpu.overrides():
         config = config.replace(**overrides)
     if args.mcp:
         config = config.replace(mcp=True)

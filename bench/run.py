@@ -4,6 +4,8 @@
     python -m bench --quick                      # 3 runs; fewer rows; the 2048² tab runs eager + default only
     python -m bench --tabs style upscale --repeats 10 --threads 2 --json bench.json
     HF_HUB_OFFLINE=1 python -m bench --hub-archs --threads 2   # + the Hub architectures at their real sizes
+    python -m bench --busy                       # while a competing process burns one core (bench/busy.py)
+    python -m bench --picks --busy               # does each bundled model's tournament pick hold on a busy machine?
 
 Tabs (one model per app tab, the bundled defaults; random-init weights of the same architecture, with a notice,
 when a file in weights/ is missing):
@@ -391,6 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's allocator as it is (what a plain script gets) instead of tune_malloc()")
+    parser.add_argument("--busy", action="store_true",
+                        help="a competing process burns one core while this runs (bench/busy.py)")
+    parser.add_argument("--picks", action="store_true",
+                        help="instead of the tabs: every bundled model's tournament from an empty ONNX cache, then "
+                             "every candidate timed; is the pick within 10%% of the fastest? (bench/busy.py)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -401,6 +408,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
 
+    from bench.busy import competing, run_picks
+
+    if args.picks:
+        return run_picks(args)
+    with competing(args.busy) as competition:
+        return run_tabs(args, malloc, competition)
+
+
+def run_tabs(args: argparse.Namespace, malloc: str, competition: str) -> int:
     import onnxruntime
     import torch
 
@@ -414,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino {openvino_version()}, "
           f"threads {args.threads}, "
           f"{args.warmup} warm-up + {repeats} timed runs, malloc {malloc}; "
-          f"load average at start {os.getloadavg()[0]:.2f}")
+          f"{competition or 'no competing process'}; load average at start {os.getloadavg()[0]:.2f}")
     rows: list[Row] = []
     flops: dict[str, float] = {}
     defaults: dict[str, str] = {}

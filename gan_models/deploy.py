@@ -4,15 +4,20 @@
     python -m gan_models space OWNER/NAME [--hardware zero-a10g] [--private]
 
 Publishing uploads an allow-list, never the whole folder: `app.py`, the local packages it imports (followed through
-their imports, e.g. `gan_models/`), `weights/*.safetensors` + `weights/MANIFEST.json`, the example images,
-`requirements.txt`, `README.md` (whose YAML front matter is the Space's configuration) and `.gitattributes`. Before
-anything is sent, `check_space` lists, one line each, what a Space build or the Hub would refuse.
+their imports, e.g. `gan_models/`), `weights/*.safetensors` + `weights/MANIFEST.json`, the example images, the
+`docs/` pages and their images (the README links to them), `requirements.txt`, `README.md` (whose YAML front matter
+is the Space's configuration; its `thumbnail:` path becomes the file's URL in the Space) and `.gitattributes`.
+Before anything is sent, `check_space` lists, one line each, what a Space build or the Hub would refuse, including
+a link in the uploaded pages to a file that is not uploaded.
+
+The front matter's `preload_from_hub` lists the curated models' Hub files (`preload_entries`): the Space downloads
+them at build time into the default Hugging Face cache, so no visitor waits for them (and, on ZeroGPU, no GPU time
+is spent downloading).
 
 On a Space, `app.py` calls (see docs/deployment.md):
-- `use_persistent_storage()` first: the Hub cache and the ONNX cache move to `/data` when the Space has storage there,
-  so a restart does not download and export everything again;
-- `zerogpu_overrides()`: on ZeroGPU the models must run in PyTorch on CUDA;
-- `gpu(handler, duration=...)` on each handler that runs a model: `@spaces.GPU` on ZeroGPU, unchanged elsewhere.
+- `use_persistent_storage()` first: the ONNX cache, and the Hub cache for files downloaded at run time, move to
+  `/data` when the Space has storage there; the preloaded files stay where the build put them and are linked in;
+- `gan_models.zerogpu` on ZeroGPU: models load on the CPU, `@spaces.GPU` calls run them on CUDA.
 """
 
 from __future__ import annotations
@@ -20,18 +25,20 @@ from __future__ import annotations
 import argparse
 import ast
 import fnmatch
-import functools
-import math
 import os
+import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import GanModelsError, first_line
 from .imaging import IMAGE_SUFFIXES
-from .settings import ENV, hub_offline, process_environ, zero_gpu
+from .settings import ENV, hub_cache_dir, hub_offline, process_environ
 from .specs import SPECS, ModelSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +50,10 @@ SHORT_DESCRIPTION_MAX = 60
 ROOT_FILES = ("app.py", "README.md", "requirements.txt", ".gitattributes")
 # (folder, glob): data the app reads at run time; code is found by following app.py's imports.
 DATA_GLOBS = (("weights", "*.safetensors"), ("weights", "MANIFEST.json"),
-              *(("examples", f"*{suffix}") for suffix in sorted(IMAGE_SUFFIXES)))
+              *(("examples", f"*{suffix}") for suffix in sorted(IMAGE_SUFFIXES)),
+              ("docs", "*.md"), *(("docs", f"*{suffix}") for suffix in sorted(IMAGE_SUFFIXES)))
+# A Markdown link or image: [text](target) / ![alt](target); the target up to a space or ')'.
+MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # Left out (and counted in the plan): bytecode and tool caches are rebuilt wherever the code runs.
 CACHE_DIRS = frozenset({"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".ipynb_checkpoints"})
 CACHE_SUFFIXES = frozenset({".pyc", ".pyo"})
@@ -53,6 +63,8 @@ SECRET_PATTERNS = (".env", ".env.*", "*.env", ".netrc", ".git-credentials", "*to
                    "*.pem", "*.key", "id_rsa*", "id_ed25519*")
 BUILD_PATTERNS = ("*.onnx", "*.onnx.data", "*.ckpt", "checkpoint.pt")
 BUILD_DIRS = frozenset({"runs", "outputs", "flagged", ".gradio", ".cache"})
+# Folders of a Hugging Face Hub cache that hold one repository each.
+HUB_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
 
 
 # --- the plan: which files a Space gets ---------------------------------------------------------------------------
@@ -245,6 +257,21 @@ def hub_model_repos(specs: Mapping[str, ModelSpec]) -> set[str]:
     return {repo for s in specs.values() for repo, kind in _hub_repos(s) if kind == "model"}
 
 
+def preload_entries(specs: Mapping[str, ModelSpec]) -> list[str]:
+    """The front matter's `preload_from_hub` for the Hub model files the specs download, pinned as the specs pin
+    them: one "owner/name file[,file...][ revision]" per repository and revision (a revision other than main is
+    written; main is the Space build's default). Files in Space repos cannot be preloaded: they download on first
+    use, in the main process (never inside a ZeroGPU call)."""
+    files: dict[tuple[str, str], set[str]] = {}
+    for spec in specs.values():
+        for source in getattr(spec, "sources", None) or [spec]:
+            if source.repo_id and source.repo_type == "model":
+                revision = "" if source.revision in (None, "main") else source.revision
+                files.setdefault((source.repo_id, revision), set()).add(source.filename)
+    return [f"{repo} {','.join(sorted(names))}" + (f" {revision}" if revision else "")
+            for (repo, revision), names in sorted(files.items())]
+
+
 def check_front_matter(
     meta: Mapping[str, Any],
     *,
@@ -303,6 +330,46 @@ def check_front_matter(
         problems.append(f"README.md: models lacks {repo} (downloaded by {users})")
     for repo in sorted(set(map(str, listed)) - wanted):
         problems.append(f"README.md: models lists {repo}, which no model spec downloads")
+    preload, expected = meta.get("preload_from_hub") or [], preload_entries(specs)
+    if not isinstance(preload, list):
+        problems.append("README.md: preload_from_hub must be a list of 'owner/name file[,file...][ revision]'")
+        preload = []
+    for entry in sorted(set(expected) - set(map(str, preload))):
+        problems.append(f"README.md: preload_from_hub lacks '{entry}' (otherwise the first visitor waits for it)")
+    for entry in sorted(set(map(str, preload)) - set(expected)):
+        problems.append(f"README.md: preload_from_hub has '{entry}', which no model spec reads as written")
+    hardware = meta.get("suggested_hardware")
+    if hardware is not None and hardware not in _hardware_choices():
+        problems.append(f"README.md: suggested_hardware {hardware!r} is not a Space hardware flavour "
+                        f"({', '.join(_hardware_choices())})")
+    tags = meta.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) and t for t in tags)):
+        problems.append("README.md: tags must be a list of words")
+    thumbnail = meta.get("thumbnail")
+    if thumbnail is not None and not (isinstance(thumbnail, str) and (thumbnail.startswith("https://")
+                                                                      or thumbnail in set(files))):
+        problems.append(f"README.md: thumbnail {thumbnail!r} is neither an https URL nor an uploaded image")
+    return problems
+
+
+def markdown_links(text: str) -> list[str]:
+    """The targets of the Markdown links and images in `text`."""
+    return MARKDOWN_LINK.findall(text)
+
+
+def dead_links(plan: SpacePlan) -> list[str]:
+    """Relative links in the uploaded Markdown pages whose target is not uploaded (a 404 on the Space), one line
+    each; absolute links (https:, mailto:) and anchors are not checked."""
+    uploaded = set(plan.paths)
+    problems: list[str] = []
+    for page in (p for p in plan.paths if p.endswith(".md")):
+        for target in markdown_links((plan.root / page).read_text(encoding="utf-8")):
+            path = target.split("#")[0]
+            if not path or re.match(r"[A-Za-z][\w+.-]*:", target):
+                continue
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(page), path))
+            if resolved not in uploaded:
+                problems.append(f"{page} links to {target}, which is not uploaded (a 404 on the Space)")
     return problems
 
 
@@ -344,6 +411,7 @@ def check_space(
     else:
         problems += check_front_matter(meta, gradio_version=gradio_version, specs=specs, files=plan.paths,
                                        pinned_gradio=pinned_version(plan.root / "requirements.txt", "gradio"))
+    problems += dead_links(plan)
     if "requirements.txt" not in plan.paths:
         problems.append("requirements.txt is missing: the Space would not install torch, onnxruntime, ...")
     for f in plan.files:
@@ -453,18 +521,53 @@ def publish_space(
 
     later = f"then run: {_command(repo_id, hardware, private)}"
     if hub_offline():
-        out(f"not published: HF_HUB_OFFLINE is set. When online, log in (`hf auth login`, or the older "
-            f"`huggingface-cli login`) and {later}")
+        out(f"not published: HF_HUB_OFFLINE is set. When online, log in (`hf auth login`) and {later}")
         return 1
     if api is None:
         from huggingface_hub import HfApi
 
         api = HfApi()
     if not (getattr(api, "token", None) or _stored_token()):
-        out(f"not published: no Hugging Face token. Log in with `hf auth login` (or `huggingface-cli login`, or set "
-            f"HF_TOKEN to a token with write access), {later}")
+        out(f"not published: no Hugging Face token. Log in with `hf auth login` (or set HF_TOKEN to a token with "
+            f"write access), {later}")
         return 1
     return _upload(api, plan, repo_id, hardware=hardware, private=private, out=out)
+
+
+def space_readme(text: str, repo_id: str) -> str:
+    """README.md as the Space `repo_id` gets it: a front-matter `thumbnail:` that names an uploaded file becomes
+    that file's URL in the Space (the Hub shows a thumbnail from a URL only)."""
+    match = re.match(r"\A(---[ \t]*\r?\n.*?\r?\n)(---[ \t]*\r?\n)", text, re.S)
+    if match is None:
+        return text
+
+    def url(line: re.Match[str]) -> str:
+        path = line.group(2).strip().strip("\"'")
+        if path.startswith("https://"):
+            return line.group(0)
+        return f"{line.group(1)}https://huggingface.co/spaces/{repo_id}/resolve/main/{path}"
+
+    front = re.sub(r"(?m)^(thumbnail:[ \t]*)(.+)$", url, match.group(1))
+    return front + text[match.end(1):]
+
+
+@contextmanager
+def staged(plan: SpacePlan, repo_id: str) -> Iterator[Path]:
+    """A temporary folder holding exactly the planned files (hard links where the file system allows, else copies)
+    with README.md as `space_readme` renders it for `repo_id`: what `upload_folder` sends."""
+    with tempfile.TemporaryDirectory(prefix="gan-studio-space-") as tmp:
+        folder = Path(tmp)
+        for rel in plan.paths:
+            source, target = plan.root / rel, folder / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if rel == "README.md":
+                target.write_text(space_readme(source.read_text(encoding="utf-8"), repo_id), encoding="utf-8")
+                continue
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+        yield folder
 
 
 def _upload(api: Any, plan: SpacePlan, repo_id: str, *, hardware: str | None, private: bool,
@@ -476,13 +579,15 @@ def _upload(api: Any, plan: SpacePlan, repo_id: str, *, hardware: str | None, pr
     try:
         api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private or None, exist_ok=True,
                         space_hardware=hardware)
-        commit = api.upload_folder(
-            repo_id=repo_id, repo_type="space", folder_path=str(plan.root),
-            allow_patterns=plan.paths,
-            # files deleted or renamed here disappear from the Space too (the allow-list re-adds the current ones)
-            delete_patterns=[f"{d}/*" for d in folders],
-            commit_message=f"Publish GAN Image Studio ({len(plan.files)} files)",
-        )
+        with staged(plan, repo_id) as folder:
+            commit = api.upload_folder(
+                repo_id=repo_id, repo_type="space", folder_path=str(folder),
+                allow_patterns=plan.paths,
+                # files deleted or renamed here disappear from the Space too (the allow-list re-adds the current
+                # ones)
+                delete_patterns=[f"{d}/*" for d in folders],
+                commit_message=f"Publish GAN Image Studio ({len(plan.files)} files)",
+            )
         if hardware is not None:
             # create_repo sets the hardware of a new Space only; an existing one needs a request
             api.request_space_hardware(repo_id, hardware)
@@ -517,11 +622,14 @@ def cmd_space(args: argparse.Namespace) -> int:
 def use_persistent_storage(
     root: str | Path = "/data", environ: MutableMapping[str, str] | None = None
 ) -> dict[str, str]:
-    """Keep the Hugging Face cache and the ONNX cache on the Space's persistent storage, if it has any.
+    """Keep the ONNX cache, and Hub files downloaded at run time, on the Space's persistent storage, if it has any,
+    without losing the files `preload_from_hub` put in the default Hub cache at build time.
 
-    When `root` exists and is writable, HF_HOME becomes ROOT/.huggingface and GAN_STUDIO_ONNX_CACHE
-    ROOT/gan-studio/onnx, each unless already set (HF_HUB_CACHE set also keeps HF_HOME as it is). Call it before any
-    Hub access: the library reads both variables at call time, so downloads and exports that follow land there.
+    When `root` exists and is writable: GAN_STUDIO_ONNX_CACHE becomes ROOT/gan-studio/onnx and HF_HOME
+    ROOT/.huggingface, each unless already set (HF_HUB_CACHE set also keeps HF_HOME as it is). Every repository
+    folder of the Hub cache in use before the move (where the build preloaded its files) is then linked into the
+    new cache, so the preloaded files are read where they are, not downloaded again; later downloads land on the
+    storage and survive a restart. Call it before any Hub access: the library reads these variables at call time.
 
     Returns:
         {variable: folder} for what it set (empty when there is no writable `root`), for the settings panel.
@@ -530,6 +638,7 @@ def use_persistent_storage(
     base = Path(root)
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
         return {}
+    preloaded = hub_cache_dir(environ)
     wanted = {ENV["hf_home"]: base / ".huggingface", ENV["onnx_cache"]: base / "gan-studio" / "onnx"}
     changed: dict[str, str] = {}
     for name, folder in wanted.items():
@@ -541,153 +650,22 @@ def use_persistent_storage(
             continue  # a read-only mount behind a writable-looking folder: keep the default cache
         environ[name] = str(folder)
         changed[name] = str(folder)
+    if ENV["hf_home"] in changed:
+        link_preloaded(preloaded, hub_cache_dir(environ))
     return changed
 
 
-# --- running on a Space: ZeroGPU ------------------------------------------------------------------------------------
-
-
-def _spaces_module() -> Any | None:
-    try:
-        import spaces
-    except ImportError:
-        return None
-    return spaces
-
-
-def zerogpu_active(environ: Mapping[str, str] | None = None) -> bool:
-    """The `spaces` package is importable and this process runs on a ZeroGPU Space.
-
-    The package's own `spaces.config.Config.zero_gpu` decides (it reads SPACES_ZERO_GPU, which ZeroGPU Spaces set);
-    an older package without it falls back to that variable. Importing `spaces` here, before anything touches CUDA,
-    is also what ZeroGPU asks for, so call this early (app.py's main()).
-    """
-    spaces = _spaces_module()
-    if spaces is None:
-        return False
-    flag = getattr(getattr(getattr(spaces, "config", None), "Config", None), "zero_gpu", None)
-    if isinstance(flag, bool):
-        return flag
-    return zero_gpu(environ)
-
-
-def zerogpu_overrides() -> dict[str, str]:
-    """Settings to force on ZeroGPU: PyTorch on CUDA (onnxruntime's CUDA provider cannot use a ZeroGPU device,
-    which exists only inside `@spaces.GPU` calls); empty elsewhere."""
-    return {"backend": "torch", "device": "cuda"} if zerogpu_active() else {}
-
-
-def gpu(fn: Callable[..., Any], *, duration: int | Callable[..., int]) -> Callable[..., Any]:
-    """`spaces.GPU(fn, duration=duration)` on ZeroGPU; `fn` itself anywhere else (no `spaces` package needed).
-
-    `duration` is the GPU time to reserve per call, in seconds, or a function of the handler's own arguments that
-    returns it (see `gpu_durations`).
-    """
-    if not zerogpu_active():
-        return fn
-    return _spaces_module().GPU(fn, duration=duration)
-
-
-# GPU time per call on ZeroGPU. These are assumptions, not measurements (no ZeroGPU was available when written):
-# the first call of a model also downloads it (Real-ESRGAN: 67 MB) and warms CUDA up; the network itself is timed
-# from its FLOPs at an effective fp32 convolution rate well under a ZeroGPU slice's peak, with a 2x margin.
-# ZeroGPU aborts a call that overruns; a shorter reservation gets a place in its queue sooner.
-GPU_BASE_S = 30
-GPU_MAX_S = 120
-GPU_EFFECTIVE_TFLOPS = 10.0
-
-
-def flops_per_output_pixel(spec: ModelSpec) -> float:
-    """The network's FLOPs per output pixel, counted once per architecture on the meta device (no weights, no
-    memory, no GPU)."""
-    return _flops_per_output_pixel(spec.arch, tuple(sorted(spec.arch_kwargs.items())))
-
-
-@functools.lru_cache(maxsize=64)
-def _flops_per_output_pixel(arch: str, kwargs: tuple[tuple[str, Any], ...]) -> float:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .archs import build_arch
-
-    options = dict(kwargs)
-    channels = options.get("in_channels", options.get("num_in_ch", 3))
-    with torch.device("meta"):
-        model = build_arch(arch, **options)
-        x = torch.empty(1, channels, 256, 256)  # deep U-Nets need 256 px (8 downsamplings)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        y = model(x)
-    return counter.get_total_flops() / (y.shape[-2] * y.shape[-1])
-
-
-def gpu_seconds(spec: ModelSpec | None, output_pixels: int | None) -> int:
-    """Seconds of ZeroGPU time to reserve for one run of `spec` producing `output_pixels` (None: unknown)."""
-    if spec is None or not output_pixels:
-        return GPU_BASE_S
-    try:
-        flops = flops_per_output_pixel(spec) * output_pixels
-    except Exception:  # an estimate must never fail the request it is for
-        return GPU_BASE_S * 2
-    return int(min(GPU_MAX_S, math.ceil(GPU_BASE_S + 2 * flops / (GPU_EFFECTIVE_TFLOPS * 1e12))))
-
-
-def _image_size(value: Any) -> tuple[int, int] | None:
-    """(width, height) of a handler's image argument: a file path, a PIL image or a canvas dict; None if unknown."""
-    from PIL import Image
-
-    if isinstance(value, dict):
-        return _image_size(value.get("composite")) or _image_size(value.get("background"))
-    if isinstance(value, Image.Image):
-        return value.size
-    if isinstance(value, (str, Path)):
-        try:
-            with Image.open(value) as img:  # reads the header only
-                return img.size
-        except (OSError, ValueError, Image.DecompressionBombError):
-            return None
-    return None
-
-
-def _short_side_to(size: tuple[int, int], side: int, *, max_ratio: float | None = None) -> int:
-    w, h = size
-    scale = side / min(w, h)
-    long_side = max(w, h) * scale
-    if max_ratio is not None:
-        long_side = min(long_side, side * max_ratio)
-    return int(side * long_side)
-
-
-def gpu_durations(specs: Mapping[str, ModelSpec], *, max_style_side: int) -> dict[str, Callable[..., int]]:
-    """Duration functions for app.py's model handlers, keyed by handler name; each takes the handler's arguments.
-
-    Parameters:
-        specs: the app's models (a model id argument is looked up here).
-        max_style_side: the app's long-side cap for "original" style output.
-    """
-
-    def style_transfer(image: Any = None, style: str = "", output_size: str = "original", *_: Any, **__: Any) -> int:
-        size = _image_size(image)
-        if size is None:
-            return gpu_seconds(specs.get(style), None)
-        if str(output_size).isdigit():
-            pixels = _short_side_to(size, int(output_size))
-        else:
-            ratio = min(1.0, max_style_side / max(size))
-            pixels = int(size[0] * ratio) * int(size[1] * ratio)
-        return gpu_seconds(specs.get(style), pixels)
-
-    def sketch_to_photo(sketch: Any = None, model: str = "", fit_to_model: bool = True, *_: Any, **__: Any) -> int:
-        spec, size = specs.get(model), _image_size(sketch)
-        if size is None or spec is None:
-            return gpu_seconds(spec, None)
-        pixels = _short_side_to(size, spec.input_size, max_ratio=4) if fit_to_model and spec.input_size \
-            else size[0] * size[1]
-        return gpu_seconds(spec, pixels)
-
-    def upscale(image: Any = None, model: str = "", *_: Any, **__: Any) -> int:
-        spec, size = specs.get(model), _image_size(image)
-        pixels = size[0] * size[1] * spec.scale ** 2 if size and spec else None
-        return gpu_seconds(spec, pixels)
-
-    return {"style_transfer": style_transfer, "sketch_to_photo": sketch_to_photo, "upscale": upscale}
-
+def link_preloaded(preloaded: Path, cache: Path) -> list[str]:
+    """Link each repository folder of the Hub cache `preloaded` (models--owner--name, ...) into the Hub cache
+    `cache`, unless `cache` already has one of that name. Returns the names linked."""
+    if not preloaded.is_dir() or preloaded.resolve() == cache.resolve():
+        return []
+    cache.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for repo in sorted(preloaded.iterdir()):
+        target = cache / repo.name
+        if repo.is_dir() and repo.name.startswith(HUB_REPO_PREFIXES) and not target.exists() \
+                and not target.is_symlink():
+            target.symlink_to(repo.resolve(), target_is_directory=True)
+            linked.append(repo.name)
+    return linked

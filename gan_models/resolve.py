@@ -255,17 +255,19 @@ def _find_hub(ref: ModelRef, max_weights_mb: int) -> _Found:
         return fetch_hub_file(hub(filename), max_weights_mb=max_weights_mb, size=size)
 
     filename, size, config_spec = ref.filename, None, None
-    if filename is None:
+    folder = filename.rpartition("/")[0] + "/" if filename and "/" in filename else ""
+    if filename is None or filename == f"{folder}model.safetensors":
         files = _hub_files(ref)
-        if "config.json" in files and "model.safetensors" in files:  # train.py --push-to-hub layout
-            filename, size = "model.safetensors", files["model.safetensors"]
-            config = fetch("config.json", files["config.json"])
+        # train.py --push-to-hub layout: owner/name, or a folder of it (owner/name/reverse/model.safetensors)
+        if f"{folder}config.json" in files and f"{folder}model.safetensors" in files:
+            filename, size = f"{folder}model.safetensors", files[f"{folder}model.safetensors"]
+            config = fetch(f"{folder}config.json", files[f"{folder}config.json"])
             fetch(filename, size)  # spec_from_config wants both
             try:
                 config_spec = spec_from_config(config.parent)
             except NotAModelConfigError:  # another library's config.json: detect from the weights instead
                 pass
-        else:
+        elif filename is None:
             filename = _pick_weights_file(list(files), ref.where)
             size = files[filename]
     path = fetch(filename, size)

@@ -124,7 +124,7 @@ class Settings:
         max_models: loaded models kept in memory at once, least recently used dropped first
             (GAN_STUDIO_MAX_MODELS).
         custom_models: whether users may load models by Hub id, path or upload (GAN_STUDIO_CUSTOM_MODELS).
-        zero_gpu: the Space says it runs on ZeroGPU (SPACES_ZERO_GPU; `deploy.zerogpu_active` asks the `spaces`
+        zero_gpu: the Space says it runs on ZeroGPU (SPACES_ZERO_GPU; `zerogpu.active` asks the `spaces`
             package first).
     """
 
@@ -225,11 +225,12 @@ def hub_endpoint() -> str | None:
     return os.environ.get(ENV["hub_endpoint"]) or None
 
 
-def hub_cache_dir() -> Path:
+def hub_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub, read at call time (not import time)."""
-    if cache := os.environ.get(ENV["hub_cache"]):
+    environ = os.environ if environ is None else environ
+    if cache := environ.get(ENV["hub_cache"]):
         return Path(cache)
-    home = os.environ.get(ENV["hf_home"]) or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    home = environ.get(ENV["hf_home"]) or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
     return Path(home) / "hub"
 
 

@@ -19,36 +19,15 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app import EMPTY_CANVAS_MESSAGE, app_specs, build_demo
-from gan_models import SPECS, GanModelsError, HubFile, ModelSpec, Settings, WeightsUnavailableError
+from gan_models import SPECS, GanModelsError, Settings, WeightsUnavailableError
 from gan_models import cache as model_cache
 from gan_models.cache import ModelCache
 from gan_models.studio import info_line
 
-from .conftest import app_settings, make_tiny_model, rgb_image, serve
+from .conftest import app_settings, build_app_models, make_tiny_model, rgb_image, serve
 
 PUBLIC_ENDPOINTS = {"/style_transfer", "/sketch_to_photo", "/upscale", "/models"}
 MAX_UPSCALE_PIXELS = 120_000
-
-
-def build_app_models(root: Path) -> dict[str, ModelSpec]:
-    """Tiny working models for each task and the failure cases, keyed by id."""
-    style = make_tiny_model(root / "style", "style")
-    sketch = make_tiny_model(root / "sketch", "sketch2photo")
-    upscale = make_tiny_model(root / "upscale", "upscale")
-    broken_file = root / "broken" / "model.safetensors"
-    broken_file.parent.mkdir(parents=True, exist_ok=True)
-    broken_file.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + bytes(64))
-    hub = {"sources": (HubFile(repo_id="nobody/not-a-real-repo", filename="model.bin", revision="main"),),
-           "bundled": None}
-    specs = [
-        style,
-        dataclasses.replace(style, id="hub-style", title="Hub style (falls back)", fallback=style.id, **hub),
-        sketch,
-        upscale,
-        dataclasses.replace(upscale, id="hub-upscale", title="Hub upscale (no fallback)", fallback=None, **hub),
-        dataclasses.replace(upscale, id="broken-upscale", title="Broken upscale", bundled=broken_file),
-    ]
-    return {spec.id: spec for spec in specs}
 
 
 @pytest.fixture(scope="module")

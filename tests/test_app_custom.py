@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+import gradio as gr
 import pytest
 import torch
 from gradio_client import Client, handle_file
@@ -24,27 +25,25 @@ from safetensors.torch import save_file
 
 import app
 from app import CUSTOM_CHOICE, Studio, build_demo
-from gan_models import custom, deploy
+from gan_models import custom, zerogpu
 from gan_models.cache import ModelCache
 
-from .conftest import app_settings, make_tiny_model, rgb_image, serve
-from .test_app import build_app_models
-from .test_custom import _Evil, _net, put
-from .test_deploy import stub_spaces
+from .conftest import (
+    SKETCH_ID,
+    STYLE_ID,
+    UPSCALE_ID,
+    Evil,
+    app_settings,
+    build_app_models,
+    make_tiny_model,
+    rgb_image,
+    serve,
+    stub_spaces,
+    tiny_net,
+    write_hub_models,
+)
 
-STYLE_ID = "me/tiny-cyclegan/checkpoints/style_x/latest_net_G.pth"
-SKETCH_ID = "me/tiny-pix2pix/latest_net_G.pth"
-UPSCALE_ID = "me/tiny-esrgan/RealESRGAN_x4.pth"
 MAX_WEIGHTS_MB = 2
-
-
-def write_hub_models(cache: Path) -> None:
-    """Tiny generators in their publishers' layouts, and three files the app must refuse."""
-    torch.save(_net("resnet_generator").state_dict(), put(cache, "me/tiny-cyclegan", STYLE_ID.split("/", 2)[2]))
-    torch.save(_net("unet_generator").state_dict(), put(cache, "me/tiny-pix2pix", "latest_net_G.pth"))
-    torch.save({"params_ema": _net("rrdbnet").state_dict()}, put(cache, "me/tiny-esrgan", "RealESRGAN_x4.pth"))
-    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(4, 4)}, put(cache, "me/bert", "model.bin"))
-    torch.save({"x": torch.zeros(800_000)}, put(cache, "me/huge", "model.pth"))  # 3.2 MB: over the 2 MB cap
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +100,7 @@ def test_custom_hub_id_in_each_tab(server, photo):
 def test_uploaded_weights_file_is_used_with_the_custom_entry(server, photo, tmp_path):
     client, _ = server
     weights = tmp_path / "4x_compact.safetensors"
-    save_file(_net("srvgg_compact", seed=3).state_dict(), weights)
+    save_file(tiny_net("srvgg_compact", seed=3).state_dict(), weights)
     size, info = _upscale(client, photo, CUSTOM_CHOICE, weights)
     assert size == (80, 56) and "4x_compact.safetensors" in info and "local file" in info
     rows = {row["id"]: row for row in client.predict(api_name="/models")}
@@ -128,7 +127,7 @@ def test_bad_custom_models_get_one_line_and_the_server_keeps_serving(server, pho
     weights = None
     if upload == "evil":
         weights = tmp_path / "evil.pth"
-        torch.save({"model.1.weight": torch.zeros(1), "x": _Evil()}, weights)
+        torch.save({"model.1.weight": torch.zeros(1), "x": Evil()}, weights)
     elif upload == "big":  # under the upload cap (4 MB), over the weights cap (2 MB)
         weights = tmp_path / "big.pth"
         torch.save({"x": torch.zeros(800_000)}, weights)
@@ -184,7 +183,7 @@ def _local_models(root: Path, count: int) -> list[str]:
     paths = []
     for i in range(count):
         path = root / f"net{i}.pth"
-        torch.save(_net("srvgg_compact", seed=i).state_dict(), path)
+        torch.save(tiny_net("srvgg_compact", seed=i).state_dict(), path)
         paths.append(str(path))
     return paths
 
@@ -240,33 +239,39 @@ def test_a_model_in_use_is_never_evicted(tmp_path):
 
 def _handler_fns(demo) -> dict[str, object]:
     return {fn.api_name: fn.fn for fn in demo.fns.values() if fn.api_name in ("style_transfer", "sketch_to_photo",
-                                                                               "upscale")}
+                                                                               "upscale", "models")}
 
 
-def test_handlers_are_wrapped_for_zerogpu_and_plain_elsewhere(tmp_path, monkeypatch, photo):
+def test_handlers_run_in_gpu_calls_on_zerogpu_and_plain_elsewhere(tmp_path, monkeypatch, photo):
     specs = build_app_models(tmp_path / "models")
-    calls = stub_spaces(monkeypatch, zero_gpu=True)
-    wrapped = _handler_fns(build_demo(specs=specs, config=app_settings()))
-    assert sorted(fn.__name__ for fn, _ in calls) == ["sketch_to_photo", "style_transfer", "upscale"]
-    assert all(getattr(fn, "__name__", "") == "on_gpu" for fn in wrapped.values())
-    durations = {fn.__name__: duration for fn, duration in calls}
-    # a custom id (not known before its first request) and an upload get the base reservation, never an error
-    assert durations["upscale"](str(photo), UPSCALE_ID, 4, "auto", None) == deploy.GPU_BASE_S
-    assert durations["style_transfer"](str(photo), CUSTOM_CHOICE, "original", "/tmp/x.pth") == deploy.GPU_BASE_S
-    assert durations["upscale"](str(photo), "tiny-upscale", 4, "auto", None) >= deploy.GPU_BASE_S
+    calls = stub_spaces(monkeypatch)
+    fns = _handler_fns(build_demo(specs=specs, config=app_settings(device="cpu")))
+    assert all(fns[name].__wrapped__.__name__ == name for name in ("style_transfer", "sketch_to_photo", "upscale"))
+    (_, after), png, info = fns["upscale"](str(photo), "tiny-upscale", 2, "auto", None)
+    assert _size(png) == (80, 56) and "on cpu" in info
+    assert [name for name, _ in calls] == ["upscale"] and calls[0][1] > zerogpu.GPU_START_S
+    # a custom model that cannot be had fails in the main process with its one-line error: no GPU call
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    with pytest.raises(gr.Error, match="Model me/tiny-esrgan/RealESRGAN_x4.pth is unavailable"):
+        fns["upscale"](str(photo), UPSCALE_ID, 4, "auto", None)
+    assert len(calls) == 1
+    rows = {row["id"]: row for row in fns["models"]()}
+    assert rows["tiny-upscale"]["status"].startswith("loaded · last GPU call: ")
+    assert not rows[UPSCALE_ID]["available"]
 
     monkeypatch.setitem(sys.modules, "spaces", None)  # no spaces package: plain handlers
     plain = _handler_fns(build_demo(specs=specs, config=app_settings()))
-    assert {name: fn.__name__ for name, fn in plain.items()} == {
-        "style_transfer": "style_transfer", "sketch_to_photo": "sketch_to_photo", "upscale": "upscale"}
+    assert {name: getattr(fn, "__wrapped__", None) for name, fn in plain.items()} == dict.fromkeys(plain)
 
 
 def test_gpu_durations_size_a_custom_model_once_it_is_resolved(tmp_path, photo):
     cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings())
-    upscale = deploy.gpu_durations(cache.known_specs(), max_style_side=64)["upscale"]
+    upscale = zerogpu.gpu_durations(cache.known_specs(), max_style_side=64)["upscale"]
     path = _local_models(tmp_path, 1)[0]
-    assert upscale(str(photo), path, 4, "auto", None) == deploy.GPU_BASE_S  # not seen yet: the base reservation
+    assert upscale(str(photo), path, 4, "auto", None) == zerogpu.GPU_BASE_S  # not seen yet: the base reservation
     spec = cache.spec(path, allow_local=True)
     assert path in cache.known_specs() and "tiny-upscale" in cache.known_specs()
     sized = upscale(str(photo), path, 4, "auto", None)
-    assert sized == deploy.gpu_seconds(spec, 40 * 28 * 16) and sized > deploy.GPU_BASE_S  # base + the network's time
+    pixels = 40 * 28 * 16
+    assert sized == zerogpu.gpu_seconds(spec, pixels, encoded_pixels=3 * pixels) > zerogpu.GPU_START_S

@@ -41,11 +41,6 @@ def run(model: nn.Module, *size: int, low: float = -1.0, high: float = 1.0, seed
         return model.eval()(x)
 
 
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
 # ---------------------------------------------------------------- registry
 
 

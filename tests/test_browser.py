@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from app import EMPTY_CANVAS_MESSAGE
 from gan_models.errors import first_line
 
-from .conftest import app_settings
-from .test_app import build_app_models, serve
-from .test_app_custom import UPSCALE_ID, write_hub_models
+from .conftest import UPSCALE_ID, app_settings, build_app_models, serve, write_hub_models
 
 pytestmark = pytest.mark.browser
 
@@ -103,6 +102,9 @@ def test_drawing_on_the_canvas_gives_a_photo(page):
     page.locator("#sketch-run").click()
     page.locator("#sketch-info").get_by_text("tiny-sketch2photo").wait_for()
     _loaded_image(page, "#sketch-output")
+    assert "tiny-sketch2photo" in page.locator("#sketch-info").inner_text()
+    sizes = page.eval_on_selector_all("#sketch-output img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+    assert sizes == [[64, 64]]  # the 512 px canvas resized to the tiny model's training size
     _screenshot(page, "sketch")
 
 
@@ -110,7 +112,10 @@ def test_empty_canvas_shows_the_error(page):
     page.get_by_role("tab", name="Sketch to photo").click()
     page.locator("#sketch-canvas canvas").first.wait_for()
     page.locator("#sketch-run").click()
-    page.get_by_text("The canvas is empty").first.wait_for()
+    page.get_by_text(EMPTY_CANVAS_MESSAGE).first.wait_for()
+    assert page.get_by_text(EMPTY_CANVAS_MESSAGE).first.is_visible()
+    assert page.locator("#sketch-output img").count() == 0  # no photo, and no model named as if one had run
+    assert "tiny-sketch2photo" not in page.locator("#sketch-info").inner_text()
 
 
 def test_custom_model_by_hub_id_upscales(page):

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from gan_models import custom
 from gan_models import resolve as resolve_module
-from gan_models.archs import STATE_BUILT_ARCHS, build_arch
+from gan_models.archs import STATE_BUILT_ARCHS
 from gan_models.custom import custom_generators, parse_model_ref, resolve_custom
 from gan_models.errors import (
     UnknownModelError,
@@ -31,7 +31,7 @@ from gan_models.errors import (
 from gan_models.pipeline import translator_for
 from gan_models.specs import get_spec
 from gan_models.weights import load_model, read_state_dict, resolve_weights, unwrap_state_dict
-from tests.conftest import FAKE_SHA, TINY_KWARGS, hub_cache_path, make_tiny_model, rgb_image
+from tests.conftest import FAKE_SHA, Evil, hub_cache_path, make_tiny_model, put, rgb_image, tiny_net
 
 CAP = 500
 
@@ -41,17 +41,6 @@ def _fresh_cache():
     custom.clear_cache()
     yield
     custom.clear_cache()
-
-
-def put(cache: Path, repo_id: str, filename: str, *, repo_type: str = "model", revision: str = "main") -> Path:
-    """Where the Hub cache keeps `filename` of `repo_id` at `revision` (a branch: refs/<branch> → FAKE_SHA)."""
-    location = SimpleNamespace(repo_type=repo_type, repo_id=repo_id, revision=revision, filename=filename)
-    return hub_cache_path(cache, location)
-
-
-def _net(arch: str, seed: int = 0, **kwargs) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_arch(arch, **(kwargs or TINY_KWARGS[arch])).eval()
 
 
 def _same_output(a: torch.nn.Module, b: torch.nn.Module, side: int = 16) -> bool:
@@ -85,7 +74,7 @@ def test_bad_ids_are_one_clear_line(bad, message):
 
 
 def test_visitor_text_never_reaches_local_files(tmp_path):
-    torch.save(_net("srvgg_compact").state_dict(), tmp_path / "x.pth")
+    torch.save(tiny_net("srvgg_compact").state_dict(), tmp_path / "x.pth")
     with pytest.raises(UnknownModelError, match=r"local files are not accepted here"):
         resolve_custom(str(tmp_path / "x.pth"), max_weights_mb=CAP, allow_local=False)
     with pytest.raises(UnknownModelError, match=r"'\.' and '\.\.' are not allowed"):
@@ -97,8 +86,8 @@ def test_visitor_text_never_reaches_local_files(tmp_path):
 
 
 def test_cyclegan_training_file_offers_generators_and_loads_the_chosen_one(offline_hub):
-    g_a, g_b = _net("resnet_generator", 1), _net("resnet_generator", 2)
-    d = _net("patchgan", 3, in_channels=3, ndf=4, n_layers=2)
+    g_a, g_b = tiny_net("resnet_generator", 1), tiny_net("resnet_generator", 2)
+    d = tiny_net("patchgan", 3, in_channels=3, ndf=4, n_layers=2)
     state = {f"{name}.{k}": v for name, net in (("G_A", g_a), ("G_B", g_b), ("D_A", d), ("D_B", d))
              for k, v in net.state_dict().items()}
     torch.save(state, put(offline_hub, "tmabraham/horse2zebra_cyclegan", "pytorch_model.bin"))
@@ -120,7 +109,7 @@ def test_cyclegan_training_file_offers_generators_and_loads_the_chosen_one(offli
 
 
 def test_junyanz_file_in_a_space_runs_through_translator_for(offline_hub):
-    net = _net("resnet_generator")
+    net = tiny_net("resnet_generator")
     state = dict(net.state_dict())
     state["model.2.running_mean"] = torch.zeros(8)  # old InstanceNorm statistics, as in the official files
     torch.save(state, put(offline_hub, "me/cyclegan", "checkpoints/style_x/latest_net_G.pth", repo_type="space"))
@@ -143,7 +132,7 @@ def test_repo_pushed_by_train_py_loads_by_repo_id(offline_hub, tmp_path):
 
 
 def test_repo_with_one_weights_file_and_safetensors_preferred(offline_hub):
-    net = _net("srvgg_compact")
+    net = tiny_net("srvgg_compact")
     torch.save({"params": net.state_dict()}, put(offline_hub, "me/one", "realesr-general-x4v3.pth"))
     put(offline_hub, "me/one", "README.md").write_text("# card")
     assert get_spec("me/one").filename == "realesr-general-x4v3.pth"
@@ -165,8 +154,8 @@ def test_revision_picks_that_snapshot(offline_hub):
                                                      filename="net.pth"))
     (offline_hub / "models--me--rev" / "refs").mkdir(parents=True, exist_ok=True)
     (offline_hub / "models--me--rev" / "refs" / "v1").write_text(old_sha)
-    torch.save(_net("srvgg_compact", 1).state_dict(), v1)
-    torch.save(_net("srvgg_compact", 2, num_feat=4, num_conv=1, upscale=2, act_type="prelu").state_dict(),
+    torch.save(tiny_net("srvgg_compact", 1).state_dict(), v1)
+    torch.save(tiny_net("srvgg_compact", 2, num_feat=4, num_conv=1, upscale=2, act_type="prelu").state_dict(),
                put(offline_hub, "me/rev", "net.pth"))
     assert get_spec("me/rev/net.pth").scale == 2
     pinned = get_spec("me/rev/net.pth@v1")
@@ -192,7 +181,7 @@ def test_uncached_repo_offline_says_so(offline_hub):
 
 
 def test_local_file_and_folder_with_value_range_override(tmp_path):
-    net = _net("resnet_generator")
+    net = tiny_net("resnet_generator")
     path = tmp_path / "mine" / "latest_net_G_A.pth"
     path.parent.mkdir()
     torch.save(net.state_dict(), path)
@@ -210,7 +199,7 @@ def test_local_file_and_folder_with_value_range_override(tmp_path):
 def test_local_file_runs_through_the_cli(tmp_path, capsys):
     from gan_models.cli import main
 
-    torch.save({"params_ema": _net("rrdbnet").state_dict()}, tmp_path / "RealESRGAN_x4plus.pth")
+    torch.save({"params_ema": tiny_net("rrdbnet").state_dict()}, tmp_path / "RealESRGAN_x4plus.pth")
     rgb_image(12, 10).save(tmp_path / "in.png")
     assert main(["run", str(tmp_path / "RealESRGAN_x4plus.pth"), str(tmp_path / "in.png"), "-o",
                  str(tmp_path / "out"), "--backend", "torch"]) == 0
@@ -222,7 +211,7 @@ def test_local_file_runs_through_the_cli(tmp_path, capsys):
 
 
 def test_custom_models_switched_off_names_the_variable(tmp_path):
-    torch.save(_net("srvgg_compact").state_dict(), tmp_path / "x.pth")
+    torch.save(tiny_net("srvgg_compact").state_dict(), tmp_path / "x.pth")
     with pytest.raises(UnsupportedModelError, match="custom models are switched off.*GAN_STUDIO_CUSTOM_MODELS=0"):
         get_spec(str(tmp_path / "x.pth"), custom_models=False)
     with pytest.raises(UnsupportedModelError, match="GAN_STUDIO_CUSTOM_MODELS=0"):
@@ -239,35 +228,30 @@ def test_same_id_is_resolved_once_and_a_changed_file_again(tmp_path, monkeypatch
 
     monkeypatch.setattr(resolve_module, "read_state_dict", counting_read)
     path = tmp_path / "x.pth"
-    torch.save(_net("srvgg_compact").state_dict(), path)
+    torch.save(tiny_net("srvgg_compact").state_dict(), path)
     first = get_spec(str(path))
     assert get_spec(str(path)) == first and custom_generators(str(path), max_weights_mb=CAP) == [first]
     assert len(reads) == 1
-    torch.save(_net("srvgg_compact", num_feat=4, num_conv=1, upscale=2, act_type="prelu").state_dict(), path)
+    torch.save(tiny_net("srvgg_compact", num_feat=4, num_conv=1, upscale=2, act_type="prelu").state_dict(), path)
     assert get_spec(str(path)).scale == 2 and len(reads) == 2
 
 
 def test_cache_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(resolve_module, "CACHE_SIZE", 2)
     for i in range(4):
-        torch.save(_net("srvgg_compact").state_dict(), tmp_path / f"{i}.pth")
+        torch.save(tiny_net("srvgg_compact").state_dict(), tmp_path / f"{i}.pth")
         get_spec(str(tmp_path / f"{i}.pth"))
     assert len(resolve_module._cache) == 2
 
 
 def test_local_file_over_the_cap_is_refused(tmp_path):
-    torch.save(_net("srvgg_compact").state_dict(), tmp_path / "x.pth")
+    torch.save(tiny_net("srvgg_compact").state_dict(), tmp_path / "x.pth")
     with pytest.raises(UnsupportedModelError, match=r"over this server's limit of 0 MB \(GAN_STUDIO_MAX_WEIGHTS_MB\)"):
         get_spec(str(tmp_path / "x.pth"), max_weights_mb=0)
 
 
-class _Evil:
-    def __reduce__(self):
-        return (print, ("pwned",))
-
-
 def test_pickle_with_code_is_refused(tmp_path, capsys):
-    torch.save({"model.1.weight": torch.zeros(1), "x": _Evil()}, tmp_path / "evil.pth")
+    torch.save({"model.1.weight": torch.zeros(1), "x": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(WeightsError, match="refused: the file holds pickled objects other than tensors"):
         get_spec(str(tmp_path / "evil.pth"))
     assert "pwned" not in capsys.readouterr().out
@@ -365,7 +349,7 @@ def fake_hub(tmp_path, monkeypatch):
 
 
 def _safetensors_bytes(tmp_path: Path) -> bytes:
-    save_file(_net("srvgg_compact").state_dict(), tmp_path / "w.safetensors")
+    save_file(tiny_net("srvgg_compact").state_dict(), tmp_path / "w.safetensors")
     return (tmp_path / "w.safetensors").read_bytes()
 
 
@@ -397,13 +381,13 @@ def test_file_under_the_cap_downloads_once(fake_hub, tmp_path):
 def test_app_weights_flag_accepts_a_hub_id(offline_hub):
     from app import app_specs
 
-    torch.save({"params_ema": _net("rrdbnet").state_dict()}, put(offline_hub, "me/esrgan", "RealESRGAN_x4plus.pth"))
+    torch.save({"params_ema": tiny_net("rrdbnet").state_dict()}, put(offline_hub, "me/esrgan", "RealESRGAN_x4plus.pth"))
     specs = app_specs(["me/esrgan"])
     assert specs["me/esrgan"].task == "upscale" and specs["me/esrgan"].arch == "rrdbnet"
 
 
 def test_nested_training_dict_generator_loads(tmp_path):
-    g_a, g_b = _net("resnet_generator", 1), _net("resnet_generator", 2)
+    g_a, g_b = tiny_net("resnet_generator", 1), tiny_net("resnet_generator", 2)
     torch.save({"netG_A": g_a.state_dict(), "netG_B": g_b.state_dict(), "epoch": 200}, tmp_path / "ckpt.pth")
     spec = get_spec(f"{tmp_path / 'ckpt.pth'}#netG_B")
     assert spec.key_prefix == "netG_B."

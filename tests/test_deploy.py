@@ -4,21 +4,21 @@ that records its calls, a stub `spaces` package in sys.modules."""
 from __future__ import annotations
 
 import shutil
-import sys
 import types
 from pathlib import Path
 
 import pytest
+from huggingface_hub import SpaceHardware
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 
-from gan_models import SPECS, deploy
+from gan_models import deploy
 from gan_models.cli import main as cli_main
 from gan_models.errors import GanModelsError
 from gan_models.settings import Settings, hub_cache_dir
 from gan_models.specs import HubFile, ModelSpec
 
-from .conftest import REPO
+from .conftest import REPO, hub_cache_path
 
 GRADIO = "6.31.0"
 SPECS_FOR_CHECKOUT = {
@@ -32,6 +32,7 @@ FRONT_MATTER = {
     "title": "GAN Image Studio", "emoji": "🎨", "colorFrom": "indigo", "colorTo": "pink", "sdk": "gradio",
     "sdk_version": f'"{GRADIO}"', "python_version": '"3.11"', "app_file": "app.py", "license": "mit",
     "short_description": "Style transfer, sketch to photo and 4x upscaling with GANs",
+    "suggested_hardware": "t4-small", "thumbnail": "docs/pic.png",
 }
 # What a Space gets from the fake checkout below: app.py, the packages reached through its imports (export only
 # through a lazy import inside a function), the weights and manifest, example images, and the four root files.
@@ -39,6 +40,8 @@ EXPECTED = [
     ".gitattributes",
     "README.md",
     "app.py",
+    "docs/guide.md",
+    "docs/pic.png",
     "examples/a.png",
     "examples/b.jpg",
     "export/__init__.py",
@@ -54,10 +57,14 @@ EXPECTED = [
 ]
 
 
-def write_readme(root: Path, *, models: tuple[str, ...] = ("owner/model",), **changes: object) -> None:
+def write_readme(root: Path, *, models: tuple[str, ...] = ("owner/model",),
+                 preload: tuple[str, ...] = ("owner/model m.pth",), body: str = "See [the guide](docs/guide.md).\n",
+                 **changes: object) -> None:
     lines = [f"{k}: {v}" for k, v in {**FRONT_MATTER, **changes}.items()]
-    lines += ["models:", *(f"  - {m}" for m in models)]
-    (root / "README.md").write_text("---\n" + "\n".join(lines) + "\n---\n\n# GAN Image Studio\n", encoding="utf-8")
+    lines += ["models:", *(f"  - {m}" for m in models), "tags:", "  - gan", "preload_from_hub:",
+              *(f"  - {p}" for p in preload)]
+    (root / "README.md").write_text("---\n" + "\n".join(lines) + "\n---\n\n# GAN Image Studio\n\n" + body,
+                                    encoding="utf-8")
 
 
 @pytest.fixture
@@ -79,6 +86,7 @@ def checkout(tmp_path: Path) -> Path:
         "bench/run.py": "import gan_models\n",
         "tests/test_x.py": "def test():\n    pass\n",
         "weights/MANIFEST.json": "{}\n",
+        "docs/guide.md": "Back to the [README](../README.md#top); ![a picture](pic.png \"title\")\n",
         "weights/make_manifest.py": "print()\n",
         "examples/make_examples.py": "print()\n",
         "requirements.txt": f"torch==2.14.1\ngradio=={GRADIO}\n",
@@ -97,6 +105,7 @@ def checkout(tmp_path: Path) -> Path:
     (root / "gan_models/archs/__pycache__/net.cpython-311.pyc").write_bytes(b"\x00\x01")
     Image.new("RGB", (8, 8), "red").save(root / "examples/a.png")
     Image.new("RGB", (8, 8), "blue").save(root / "examples/b.jpg")
+    Image.new("RGB", (8, 8), "green").save(root / "docs/pic.png")
     shutil.copy(REPO / ".gitattributes", root / ".gitattributes")  # the repository's real LFS rules
     write_readme(root)
     return root
@@ -118,6 +127,8 @@ class FakeHfApi:
 
     def upload_folder(self, **kwargs: object) -> types.SimpleNamespace:
         self.calls.append(("upload_folder", (), kwargs))
+        folder = Path(str(kwargs["folder_path"]))  # a temporary folder: what it held when the upload ran
+        self.uploaded = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
         return types.SimpleNamespace(commit_url="https://huggingface.co/spaces/me/studio/commit/abc")
 
     def request_space_hardware(self, *args: object, **kwargs: object) -> None:
@@ -161,7 +172,7 @@ def test_dry_run_prints_the_plan_and_uploads_nothing(checkout, online):
     for path in EXPECTED:
         assert f"  {path} " in text
     assert "weights/default.safetensors" in text and "12.0 MB  LFS/Xet" in text
-    assert f"{len(EXPECTED)} files, 12.0 MB (3 stored with LFS/Xet)" in text
+    assert f"{len(EXPECTED)} files, 12.0 MB (4 stored with LFS/Xet)" in text
     assert "left out 2 cache files" in text
     assert "hardware: zero-a10g" in text
     assert lines[-1] == "dry run: nothing uploaded"
@@ -180,8 +191,13 @@ def test_publish_uploads_exactly_the_plan(checkout, online):
                       "space_hardware": "zero-a10g"}
     upload = api.calls[1][2]
     assert upload["repo_id"] == "me/studio" and upload["repo_type"] == "space"
-    assert Path(upload["folder_path"]) == checkout.resolve()
     assert upload["allow_patterns"] == EXPECTED
+    # the folder sent holds exactly the plan, byte for byte, but for the README's thumbnail: a URL in the Space
+    assert sorted(api.uploaded) == EXPECTED
+    assert all(api.uploaded[p] == (checkout / p).read_bytes() for p in EXPECTED if p != "README.md")
+    readme = api.uploaded["README.md"].decode()
+    assert readme == (checkout / "README.md").read_text().replace(
+        "thumbnail: docs/pic.png", "thumbnail: https://huggingface.co/spaces/me/studio/resolve/main/docs/pic.png")
     # the real client's own filter selects exactly the plan from everything in the folder
     on_disk = sorted(p.relative_to(checkout).as_posix() for p in checkout.rglob("*") if p.is_file())
     assert list(filter_repo_objects(on_disk, allow_patterns=upload["allow_patterns"])) == EXPECTED
@@ -247,6 +263,20 @@ def _no_front_matter(root: Path) -> None:
     (root / "README.md").write_text("# GAN Image Studio\n")
 
 
+def _preload_wrong(root: Path) -> None:
+    write_readme(root, preload=("owner/model other.pth",))
+
+
+def _dead_links(root: Path) -> None:
+    write_readme(root, body="[training](docs/training.md), [ok](docs/guide.md#usage), [web](https://x.org/a.md), "
+                            "[top](#top), ![grid](docs/missing.png)\n")
+    (root / "docs/guide.md").write_text("[code](../train.py)\n")
+
+
+def _card_fields_wrong(root: Path) -> None:
+    write_readme(root, suggested_hardware="h100-huge", thumbnail="docs/nope.png")
+
+
 @pytest.mark.parametrize(("breakage", "expected"), [
     (_bad_sdk_version, ["README.md: sdk_version 6.30.0 is not the installed Gradio 6.31.0 (the version the app and "
                         "its tests run on here)",
@@ -269,6 +299,16 @@ def _no_front_matter(root: Path) -> None:
                      "README.md: models lists owner/a-space, which no model spec downloads"]),
     (_long_description, ["README.md: short_description must be at most 60 characters (has 61)"]),
     (_no_front_matter, ["README.md has no YAML front matter (a block between two '---' lines at the top)"]),
+    (_preload_wrong, ["README.md: preload_from_hub lacks 'owner/model m.pth' (otherwise the first visitor waits "
+                      "for it)",
+                      "README.md: preload_from_hub has 'owner/model other.pth', which no model spec reads as "
+                      "written"]),
+    (_dead_links, ["README.md links to docs/training.md, which is not uploaded (a 404 on the Space)",
+                   "README.md links to docs/missing.png, which is not uploaded (a 404 on the Space)",
+                   "docs/guide.md links to ../train.py, which is not uploaded (a 404 on the Space)"]),
+    (_card_fields_wrong, [f"README.md: suggested_hardware 'h100-huge' is not a Space hardware flavour "
+                          f"({', '.join(h.value for h in SpaceHardware)})",
+                          "README.md: thumbnail 'docs/nope.png' is neither an https URL nor an uploaded image"]),
 ])
 def test_each_problem_is_one_line_and_nothing_is_uploaded(checkout, online, breakage, expected):
     breakage(checkout)
@@ -285,8 +325,8 @@ def test_offline_says_what_to_run_later(checkout, monkeypatch):
     api, lines = FakeHfApi(), []
     assert publish(checkout, api, lines, private=True) == 1
     assert api.calls == []
-    assert lines == ["not published: HF_HUB_OFFLINE is set. When online, log in (`hf auth login`, or the older "
-                     "`huggingface-cli login`) and then run: python -m gan_models space me/studio --private"]
+    assert lines == ["not published: HF_HUB_OFFLINE is set. When online, log in (`hf auth login`) and then run: "
+                     "python -m gan_models space me/studio --private"]
 
 
 def test_no_token_says_how_to_log_in(checkout, online, monkeypatch):
@@ -294,9 +334,8 @@ def test_no_token_says_how_to_log_in(checkout, online, monkeypatch):
     api, lines = FakeHfApi(token=None), []
     assert publish(checkout, api, lines, hardware="zero-a10g") == 1
     assert api.calls == []
-    assert lines == ["not published: no Hugging Face token. Log in with `hf auth login` (or `huggingface-cli login`, "
-                     "or set HF_TOKEN to a token with write access), then run: python -m gan_models space me/studio "
-                     "--hardware zero-a10g"]
+    assert lines == ["not published: no Hugging Face token. Log in with `hf auth login` (or set HF_TOKEN to a token "
+                     "with write access), then run: python -m gan_models space me/studio --hardware zero-a10g"]
 
 
 def test_hub_refusal_is_one_typed_error(checkout, online):
@@ -323,10 +362,11 @@ def test_cli_dry_run_on_this_repository_is_clean(capsys):
     assert "problem:" not in out
     assert out.rstrip().endswith("dry run: nothing uploaded")
     assert "weights/default-sketch.safetensors" in out and "app.py" in out and "gan_models/deploy.py" in out
+    assert "docs/deployment.md" in out and "docs/default-style_grid.jpg" in out  # the README's links and thumbnail
     for line in out.splitlines():
         if line.startswith("  "):
             path = line.split()[0]
-            assert not path.startswith(("tests/", "bench/", "runs/", "docs/")) and path != "train.py", path
+            assert not path.startswith(("tests/", "bench/", "runs/", "training/")) and path != "train.py", path
             if path.endswith((".safetensors", ".png", ".jpg")):
                 assert line.endswith("LFS/Xet"), line
 
@@ -345,101 +385,6 @@ def test_gitattributes_rules_follow_git_matching():
     assert not deploy.is_lfs("weights/a.safetensors", later) and deploy.is_lfs("other/a.safetensors", later)
     assert deploy.is_lfs("deep/dir/x.bin", [("deep/**/*.bin", True)])
     assert not deploy.is_lfs("deep/dir/x.bin", [("deep/*.bin", True)])
-
-
-# --- ZeroGPU -------------------------------------------------------------------------------------------------------
-
-
-def stub_spaces(monkeypatch, *, zero_gpu: bool | None) -> list[tuple]:
-    """A `spaces` package in sys.modules whose GPU() records its arguments; zero_gpu None: no config module."""
-    calls: list[tuple] = []
-    module = types.ModuleType("spaces")
-
-    def GPU(fn, *, duration=None):  # noqa: N802 - the package's own name
-        calls.append((fn, duration))
-
-        def on_gpu(*args, **kwargs):
-            return ("on gpu", fn(*args, **kwargs))
-
-        return on_gpu
-
-    module.GPU = GPU
-    if zero_gpu is not None:
-        module.config = types.SimpleNamespace(Config=types.SimpleNamespace(zero_gpu=zero_gpu))
-    monkeypatch.setitem(sys.modules, "spaces", module)
-    return calls
-
-
-def handler(image, model, outscale=4):
-    return f"{model} x{outscale}"
-
-
-def test_zerogpu_wraps_handlers_and_forces_torch_on_cuda(monkeypatch):
-    calls = stub_spaces(monkeypatch, zero_gpu=True)
-    assert deploy.zerogpu_active()
-    wrapped = deploy.gpu(handler, duration=45)
-    assert calls == [(handler, 45)]
-    assert wrapped("a.png", "default-upscale-x4", 2) == ("on gpu", "default-upscale-x4 x2")
-    assert deploy.zerogpu_overrides() == {"backend": "torch", "device": "cuda"}
-
-
-def test_spaces_package_off_zerogpu_changes_nothing(monkeypatch):
-    calls = stub_spaces(monkeypatch, zero_gpu=False)
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # the package's Config decides, not a stray variable
-    assert not deploy.zerogpu_active()
-    assert deploy.gpu(handler, duration=45) is handler
-    assert calls == [] and deploy.zerogpu_overrides() == {}
-
-
-def test_older_spaces_package_falls_back_to_the_variable(monkeypatch):
-    stub_spaces(monkeypatch, zero_gpu=None)
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    assert deploy.zerogpu_active()
-    monkeypatch.setenv("SPACES_ZERO_GPU", "false")
-    assert not deploy.zerogpu_active()
-
-
-def test_without_the_spaces_package_handlers_are_unchanged(monkeypatch):
-    monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    assert not deploy.zerogpu_active()
-    assert deploy.gpu(handler, duration=lambda *a: 60) is handler
-    assert handler("a.png", "m") == "m x4"
-    assert deploy.zerogpu_overrides() == {}
-
-
-def test_gpu_durations_grow_with_image_and_model(tmp_path, monkeypatch):
-    big, small = tmp_path / "big.png", tmp_path / "small.png"
-    Image.new("RGB", (2000, 2000)).save(big)
-    Image.new("RGB", (64, 64)).save(small)
-    durations = deploy.gpu_durations(SPECS, max_style_side=1024)
-    up = durations["upscale"]
-    heavy_big, heavy_small, light_big = up(str(big), "realesrgan-x4", 4, "auto"), up(str(small), "realesrgan-x4"), \
-        up(str(big), "default-upscale-x4")
-    assert deploy.GPU_BASE_S <= heavy_small < heavy_big <= deploy.GPU_MAX_S
-    assert light_big < heavy_big
-    # RRDBNet: 2.24 MFLOP per output pixel (FlopCounterMode on the meta device), 2000² x4 = 64 MP out
-    assert deploy.flops_per_output_pixel(SPECS["realesrgan-x4"]) == pytest.approx(2.24e6, rel=0.01)
-    assert all(deploy.flops_per_output_pixel(spec) > 1e4 for spec in SPECS.values())  # every network is counted
-    assert heavy_big == deploy.GPU_BASE_S + 29
-    # unknown image or model: the base reservation, never an exception inside the request
-    assert up(None, "realesrgan-x4") == up(str(tmp_path / "missing.png"), "nope") == deploy.GPU_BASE_S
-    calls = stub_spaces(monkeypatch, zero_gpu=True)
-    deploy.gpu(handler, duration=up)
-    assert calls[0][1](str(big), "realesrgan-x4", 4, "auto") == heavy_big  # ZeroGPU calls it with the handler's args
-    # the pixels each tab really runs: style "original" is capped at the long side, "256" is the short side;
-    # a slow GPU makes the differences visible in whole seconds
-    monkeypatch.setattr(deploy, "GPU_EFFECTIVE_TFLOPS", 0.1)
-    wide = tmp_path / "wide.png"
-    Image.new("RGB", (2000, 1000)).save(wide)
-    style, monet = durations["style_transfer"], SPECS["style-monet"]
-    assert style(str(wide), "style-monet", "original") == deploy.gpu_seconds(monet, 1024 * 512) == 46
-    assert style(str(wide), "style-monet", "256") == deploy.gpu_seconds(monet, 512 * 256) == 34
-    sketch, shoes = durations["sketch_to_photo"], SPECS["edges2shoes"]
-    canvas = {"background": None, "layers": [], "composite": Image.new("RGB", (512, 2048))}
-    assert sketch(canvas, "edges2shoes", True) == deploy.gpu_seconds(shoes, 256 * 1024)  # long side <= 4x
-    assert sketch(canvas, "edges2shoes", False) == deploy.gpu_seconds(shoes, 512 * 2048)
-    assert sketch(canvas, "edges2shoes", False) > sketch(canvas, "edges2shoes", True)
 
 
 # --- persistent storage --------------------------------------------------------------------------------------------
@@ -474,3 +419,28 @@ def test_no_persistent_storage_changes_nothing(tmp_path):
     (tmp_path / "file").write_text("")
     assert deploy.use_persistent_storage(tmp_path / "file", environ) == {}
     assert environ == {} and not (tmp_path / "data").exists()
+
+
+def test_persistent_storage_reuses_the_preloaded_cache(tmp_path, monkeypatch):
+    """preload_from_hub fills the default Hub cache at build time; moving HF_HOME to /data must not lose it."""
+    from huggingface_hub import hf_hub_download
+
+    home, data = tmp_path / "home", tmp_path / "data"
+    data.mkdir()
+    preloaded = home / ".cache" / "huggingface" / "hub"
+    spec = HubFile(repo_id="owner/model", filename="m.pth", revision="main")
+    hub_cache_path(preloaded, spec).write_bytes(b"preloaded weights")
+    monkeypatch.setenv("HOME", str(home))
+    environ: dict[str, str] = {}
+    assert deploy.use_persistent_storage(data, environ)["HF_HOME"] == str(data / ".huggingface")
+    linked = data / ".huggingface" / "hub" / "models--owner--model"
+    assert linked.is_symlink() and linked.resolve() == (preloaded / "models--owner--model").resolve()
+    # the library and huggingface_hub, offline, read the preloaded file through the new cache
+    for name in ("HF_HUB_CACHE", "HF_HOME", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", environ["HF_HOME"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = hf_hub_download("owner/model", "m.pth", cache_dir=hub_cache_dir())
+    assert Path(path).read_bytes() == b"preloaded weights"
+    # a second start finds the link in place and changes nothing
+    assert deploy.link_preloaded(preloaded, data / ".huggingface" / "hub") == []

@@ -429,6 +429,7 @@ def test_int8_of_the_upscaler_has_no_prelu_and_an_older_recipe_is_re_exported(ex
         int8.sidecar_path.write_text(json.dumps(int8.sidecar))
 
 
+@pytest.mark.slow  # int8 calibration of the real networks: 29 s for the three
 @pytest.mark.parametrize("model_id", ["default-style", "default-sketch", "default-upscale-x4"])
 def test_int8_of_the_bundled_defaults_keeps_40_db_on_photos_it_was_not_calibrated_on(model_id, tmp_path):
     """The parity check sees one image; the int8 file the app runs must hold on real photos and paintings too."""

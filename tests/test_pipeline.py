@@ -157,6 +157,7 @@ print(int(tuned), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow  # two processes, each 8 runs of a real network: 30 s on a busy machine
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_tune_malloc_stops_page_faults_between_runs():
     def faults(mode: str) -> tuple[int, int]:

@@ -1,5 +1,5 @@
 """README.md: its front matter is a valid Space configuration for the installed Gradio and the specs, it stays short,
-its test command is the one CI runs, its model table matches SPECS, and every page it (or docs/) links exists."""
+its test commands are the ones CI runs, its model table matches SPECS, and every page it (or docs/) links exists."""
 
 from __future__ import annotations
 
@@ -31,14 +31,17 @@ def test_front_matter_is_a_valid_space_configuration():
 
 
 def test_readme_is_short():
-    assert README.stat().st_size < 15_000, "keep the README to what a newcomer needs; move details into docs/"
-
-
-def test_test_command_is_the_one_ci_runs():
     text = README.read_text(encoding="utf-8")
-    assert "## Tests\n\n```bash\npython3 -m pytest -q\n```\n" in text
+    body = text.split("\n---\n", 1)[1]  # after the front matter (the Space's configuration, not for readers)
+    assert len(body.encode()) < 15_000, "keep the README to what a newcomer needs; move details into docs/"
+
+
+def test_test_commands_are_the_ones_ci_runs():
+    commands = ["python3 -m pytest -q", "python3 -m pytest -q -m slow"]  # the default run, then what it leaves out
+    text = README.read_text(encoding="utf-8")
+    assert "## Tests\n\n```bash\n" + "\n".join(commands) + "\n```\n" in text
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
-    assert ci[-1] == "python3 -m pytest -q"
+    assert ci[-2:] == commands
 
 
 def test_model_table_matches_the_specs():
@@ -64,3 +67,22 @@ def test_relative_links_resolve(page):
         if not path.exists():
             missing.append(target)
     assert missing == [], f"{page.relative_to(REPO)} links to missing files"
+
+
+def test_the_uploaded_readme_has_no_dead_link_and_preloads_the_curated_files():
+    """On the Space a relative link opens a file of the Space: every one must be uploaded (docs/ is)."""
+    plan = deploy.plan_space(REPO)
+    uploaded = set(plan.paths)
+    readme = deploy.space_readme(README.read_text(encoding="utf-8"), "me/gan-studio")
+    targets = deploy.markdown_links(readme)
+    assert "docs/deployment.md" in targets and len(targets) >= 10
+    for target in targets:
+        if not re.match(r"[a-z]+:", target) and not target.startswith("#"):
+            assert target.split("#")[0] in uploaded, target
+    assert deploy.dead_links(plan) == []  # the docs pages uploaded with it, too
+    meta = deploy.read_front_matter(README)
+    thumbnail = re.search(r"(?m)^thumbnail: (\S+)$", readme).group(1)
+    assert thumbnail == f"https://huggingface.co/spaces/me/gan-studio/resolve/main/{meta['thumbnail']}"
+    assert meta["thumbnail"] in uploaded
+    assert meta["preload_from_hub"] == deploy.preload_entries(SPECS)
+    assert meta["suggested_hardware"] == "t4-small" and "super-resolution" in meta["tags"]

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 import train
@@ -28,57 +27,11 @@ from gan_models import get_spec, translator_for
 from training import data as train_data
 from training.modes import MODES
 
+from .conftest import TRAIN_COMMON, TRAIN_TINY, make_data, picture
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "cyclegan": ["--arch-kwargs", '{"ngf": 4, "n_blocks": 1}'],
-    "pix2pix": ["--arch-kwargs", '{"ngf": 4, "num_downs": 5}'],
-    "srgan": ["--arch-kwargs", '{"num_feat": 8, "num_conv": 2}'],
-}
-COMMON = ["--crop", "32", "--batch-size", "2", "--workers", "0", "--d-width", "8", "--log-every", "1"]
-
-
-def picture(w: int, h: int, seed: int) -> Image.Image:
-    """A smooth seeded picture with a few flat blocks: something with edges and texture to learn."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    phase = rng.uniform(0, 6)
-    arr = np.stack([xx / w, yy / h, 0.5 + 0.5 * np.sin((xx + yy) / 5 + phase)], axis=-1)
-    for _ in range(3):
-        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
-        arr[y:y + rng.integers(4, 12), x:x + rng.integers(4, 12)] = rng.uniform(0, 1, 3)
-    return Image.fromarray((np.clip(arr, 0, 1) * 255).astype(np.uint8))
-
-
-def make_data(root: Path, layout: str, *, n: int = 3, size: tuple[int, int] = (48, 40)) -> Path:
-    """Write a tiny dataset in one of train.py's layouts and return the --data folder."""
-    w, h = size
-    if layout == "cyclegan":  # domain B: colour-inverted pictures, some in portrait, some JPEG
-        (root / "trainA").mkdir(parents=True)
-        (root / "trainB").mkdir()
-        for i in range(n):
-            picture(w, h, i).save(root / "trainA" / f"{i}.png")
-            Image.fromarray(255 - np.asarray(picture(h, w, 10 + i))).save(root / "trainB" / f"b{i}.jpg")
-    elif layout == "ab":  # target | input side by side; the B half is a colour-inverted A half
-        root.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            a = np.asarray(picture(w, h, i))
-            Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(root / f"{i}.png")
-    elif layout == "folders":
-        for side in "AB":
-            (root / side).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            a = np.asarray(picture(w, h, i))
-            Image.fromarray(a).save(root / "A" / f"p{i}.png")
-            Image.fromarray(255 - a).save(root / "B" / f"p{i}.png")
-    else:  # plain photos (srgan, --edges-from-photos)
-        root.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            picture(w, h, i).save(root / f"{i}.png")
-    return root
-
-
 def run(mode: str, data: Path | None, out: Path, *extra: str) -> int:
-    argv = [mode, "--out", str(out), *COMMON, *TINY[mode], *extra]
+    argv = [mode, "--out", str(out), *TRAIN_COMMON, *TRAIN_TINY[mode], *extra]
     return train.main(argv + (["--data", str(data)] if data is not None else []))
 
 
@@ -141,6 +94,7 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path: 
             assert torch.equal(value, b["nets"][net][key]), f"{net}.{key} differs after resuming"
 
 
+@pytest.mark.slow  # 300 + 300 training steps: 25 s on a busy 2-core machine
 def test_srgan_overfits_psnr_rises(tmp_path: Path) -> None:
     data = make_data(tmp_path / "data", "photos", n=1, size=(64, 64))
     out = tmp_path / "run"
@@ -152,6 +106,7 @@ def test_srgan_overfits_psnr_rises(tmp_path: Path) -> None:
     assert float(rows[-1]["val_ssim"]) > float(rows[0]["val_ssim"]) + 0.2
 
 
+@pytest.mark.slow  # 80 training steps: 16 s on a busy 2-core machine
 def test_pix2pix_overfits_l1_falls(tmp_path: Path) -> None:
     data = make_data(tmp_path / "data", "ab", n=2, size=(32, 32))
     out = tmp_path / "run"
@@ -162,6 +117,7 @@ def test_pix2pix_overfits_l1_falls(tmp_path: Path) -> None:
     assert after < 0.6 * before, (before, after)
 
 
+@pytest.mark.slow  # 120 steps of four networks: 125 s on a busy 2-core machine
 def test_cyclegan_overfits_cycle_loss_falls(tmp_path: Path) -> None:
     data = make_data(tmp_path / "data", "cyclegan", n=2, size=(32, 32))
     out = tmp_path / "run"
@@ -236,7 +192,7 @@ def test_init_from_a_run_folder_fp16_export_time_limit_and_offline_push(tmp_path
     # --lr 0 leaves the --init weights untouched; --max-minutes 0 stops after the first step and still finishes.
     assert train.main(["srgan", "--data", str(data), "--out", str(tmp_path / "second"), "--init",
                        str(tmp_path / "first"), "--lr", "0", "--steps", "50", "--max-minutes", "0", "--export-fp16",
-                       "--push-to-hub", "someone/model", *COMMON, "--d-width", "8"]) == 0
+                       "--push-to-hub", "someone/model", *TRAIN_COMMON, "--d-width", "8"]) == 0
     captured = capsys.readouterr()
     assert "not pushed to someone/model: offline" in captured.err
     assert "done: 1 steps" in captured.out
@@ -245,7 +201,7 @@ def test_init_from_a_run_folder_fp16_export_time_limit_and_offline_push(tmp_path
     assert all(v.dtype == torch.float16 for v in second.values())
     assert all(torch.equal(first[k].half(), second[k]) for k in first)
     assert train.main(["srgan", "--data", str(data), "--out", str(tmp_path / "third"), "--init",
-                       str(tmp_path / "first"), "--arch-kwargs", '{"num_feat": 16}', *COMMON]) == 2
+                       str(tmp_path / "first"), "--arch-kwargs", '{"num_feat": 16}', *TRAIN_COMMON]) == 2
     assert "--init" in capsys.readouterr().err
 
 
@@ -261,11 +217,12 @@ def test_sketchy_edges_vary_strokes_but_stay_black_on_white() -> None:
     assert (train_data.thicken(stroke, 2) == 0).sum(axis=0).tolist() == [3] * 9
 
 
+@pytest.mark.slow  # a train.py process with a data worker: 56 s on a busy machine
 def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     data = make_data(tmp_path / "data", "photos", size=(64, 48))
     out = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "train.py"), "srgan", "--data", str(data), "--out", str(out), "--steps",
-           "100000", "--save-every", "3", *COMMON, *TINY["srgan"]]
+           "100000", "--save-every", "3", *TRAIN_COMMON, *TRAIN_TINY["srgan"]]
     cmd[cmd.index("--workers") + 1] = "1"  # a worker process too: it must leave the signal to the main process
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -19,15 +19,15 @@ import torch
 import torch.multiprocessing as mp
 
 import train
-from tests.conftest import free_port
-from tests.test_train import COMMON, ROOT, TINY, log_rows, make_data
+from tests.conftest import TRAIN_COMMON, TRAIN_TINY, free_port, make_data
+from tests.test_train import ROOT, log_rows
 from training import trainer
 from training.modes import MODES
 
 pytestmark = pytest.mark.cluster
 
 # cyclegan with instance norm everywhere and no image pool: nothing per-process but the batch slice
-ARGS = ["cyclegan", *COMMON, *TINY["cyclegan"], "--pool-size", "0", "--steps", "3", "--save-every", "2"]
+ARGS = ["cyclegan", *TRAIN_COMMON, *TRAIN_TINY["cyclegan"], "--pool-size", "0", "--steps", "3", "--save-every", "2"]
 
 
 def _rank(rank: int, world: int, port: int, argv: list[str], record: str) -> None:

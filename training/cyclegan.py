@@ -35,6 +35,7 @@ class CycleGanMode(GanMode):
     metric_notes = {"val_cycle_l1": "mean absolute difference between a validation photo a and its reconstruction "
                                     "G_B(G(a)), pixels in [0, 1]; lower is better"}
     card_tags = ("cyclegan", "style-transfer")
+    published_folders = {"reverse": ("final_reverse", "the reverse generator (domain B to A), a model of its own")}
     card_summary = ("a CycleGAN generator that turns photos (domain A) into the style of domain B, learnt from "
                     "unpaired images")
 

@@ -74,6 +74,8 @@ class GanMode:
     metric_notes: ClassVar[dict[str, str]]  # what each validation score measures, for the model card
     card_tags: ClassVar[tuple[str, ...]]  # Hub tags besides "gan" and "image-to-image"
     card_summary: ClassVar[str]  # what the trained model does, for its model card
+    # other generators save_generators writes: {subfolder in the Hub repo: (folder in the run, what it is)}
+    published_folders: ClassVar[dict[str, tuple[str, str]]] = {}
     ranks: Ranks = Ranks()  # the Trainer's, under torchrun: gradients are averaged across them
 
     def __init__(self, *, cfg: TrainConfig, spec: ModelSpec, generator: nn.Module, data: Data, total: int,

@@ -25,7 +25,7 @@ from gan_models.errors import first_line
 from gan_models.files import atomic_write
 
 from . import TrainError, distributed
-from .card import model_card, push_to_hub
+from .card import model_card, public_config, public_name, push_to_hub
 from .config import TrainConfig
 from .data import StepBatches, StepDataset
 from .mode import GanMode, Precision
@@ -138,8 +138,8 @@ class Trainer:
             "size_multiple": spec.size_multiple, "tile": spec.tile, "tile_overlap": spec.tile_overlap,
             "input_size": self.mode.input_size,
             "licence": spec.licence if cfg.init else "",
-            "description": f"{cfg.mode} trained with train.py for {self.step} steps on {cfg.data}",
-            "training": {"steps": self.step, "config": asdict(cfg)},
+            "description": f"{cfg.mode} trained with train.py for {self.step} steps on {public_name(cfg.data)}",
+            "training": {"steps": self.step, "config": public_config(cfg)},
         }
         dtype = torch.float16 if cfg.export_fp16 else torch.float32
         final = self.mode.save_generators(self.out, fields, dtype)
@@ -223,7 +223,8 @@ class Trainer:
                       f"with: python train.py {cfg.mode} --out {self.out} --resume", file=sys.stderr)
             return 128 + int(getattr(signal, stop.reason))
         if main and cfg.push_to_hub:
-            push_to_hub(final, cfg.push_to_hub)
+            push_to_hub(final, cfg.push_to_hub, {sub: self.out / folder for sub, (folder, _)
+                                                 in type(self.mode).published_folders.items()})
         return 0
 
 
