@@ -51,6 +51,7 @@ from gan_models.imaging import fit_long_side, for_display, resize_short_side, re
 from gan_models.runtimes import serving, tune_malloc
 from gan_models.studio import ResultFiles, default_model, info_line, model_rows, models_table, runtime_summary, shown
 from gan_models.tiling import parse_tile
+from gan_models.video import VideoResult, iter_translate_video
 
 logger = logging.getLogger("gan_studio")
 
@@ -179,10 +180,19 @@ def _progress_callback(progress: gr.Progress) -> Callable[[int, int], None]:
 
 
 @contextmanager
-def _user_errors(model_id: str | None = None) -> Iterator[None]:
-    """Library errors become gr.Error with a plain message; the server keeps serving."""
+def _user_errors(model_id: str | None = None, upload: str | None = None) -> Iterator[None]:
+    """Library errors become gr.Error with a plain message; the server keeps serving. A visitor's `upload` (a
+    weights file) is named by its own file name, never by the server's temporary path."""
     try:
-        yield
+        try:
+            yield
+        except GanModelsError as exc:
+            if upload is None:
+                raise
+            text = str(exc)
+            for path in {str(upload), str(Path(upload).resolve())}:
+                text = text.replace(path, Path(upload).name)
+            raise type(exc)(text) from exc
     except gr.Error:
         raise
     except ImageTooLargeError as exc:
@@ -221,9 +231,10 @@ class Studio:
     def specs(self) -> dict[str, ModelSpec]:
         return self.cache.specs
 
-    def choices(self, task: str) -> list[tuple[str, str]]:
-        """The task's offered models as (title, id), then the custom entry when custom models are on."""
-        offered = [(spec.title, spec.id) for spec in self.specs.values() if spec.task == task]
+    def choices(self, task: str | tuple[str, ...]) -> list[tuple[str, str]]:
+        """The task's (or tasks') offered models as (title, id), then the custom entry when custom models are on."""
+        tasks = (task,) if isinstance(task, str) else task
+        offered = [(spec.title, spec.id) for t in tasks for spec in self.specs.values() if spec.task == t]
         return offered + ([(CUSTOM_LABEL, CUSTOM_CHOICE)] if self.config.custom_models else [])
 
     def default_model(self, task: str) -> str | None:
@@ -235,14 +246,14 @@ class Studio:
         with backend "auto" its fastest runtime is then prepared in the background too. Returns the thread."""
         return self.cache.warm(i for i in map(self.default_model, TASKS) if i is not None)
 
-    def load(self, task: str, model: str | None, weights_file: str | None = None) -> Translator:
+    def load(self, task: str | tuple[str, ...], model: str | None, weights_file: str | None = None) -> Translator:
         """Load the model a request names, in this process, and return its translator: on ZeroGPU the main process
         does this before reserving a GPU (`zerogpu.gpu(prepare=...)`), so downloads and refusals happen here, and
         the same one-line errors reach the client."""
         with _user_errors(_named(model, weights_file)), self.cache.use(self._spec(model, task, weights_file)) as t:
             return t
 
-    def _spec(self, model: str | None, task: str, weights_file: str | None) -> ModelSpec:
+    def _spec(self, model: str | None, task: str | tuple[str, ...], weights_file: str | None) -> ModelSpec:
         """The spec `model` names: an offered id, a Hub id, or (model "custom") the uploaded `weights_file` (the file
         drop's file_types refuse other suffixes). Visitors' text never reaches this machine's files; uploads are
         local."""
@@ -255,15 +266,17 @@ class Studio:
             spec = self.cache.spec(str(weights_file), allow_local=True)
         else:
             spec = self.cache.spec(model or "")
-        if spec.task != task:
+        if spec.task not in ((task,) if isinstance(task, str) else task):
             offered = ", ".join(i for _, i in self.choices(task) if i != CUSTOM_CHOICE)
-            raise gr.Error(f"{shown(spec.id)} is a {spec.task} model, not for {task}; choose one of: {offered}"
+            task = task if isinstance(task, str) else " or ".join(task)
+            article = "an" if spec.task[0] in "aeiou" else "a"
+            raise gr.Error(f"{shown(spec.id)} is {article} {spec.task} model, not for {task}; choose one of: {offered}"
                            + (f", or a custom {task} model" if self.config.custom_models else ""))
         return spec
 
     @contextmanager
-    def _model(self, model: str | None, task: str, progress: gr.Progress, weights_file: str | None = None
-               ) -> Iterator[Translator]:
+    def _model(self, model: str | None, task: str | tuple[str, ...], progress: gr.Progress,
+               weights_file: str | None = None) -> Iterator[Translator]:
         """The translator `model` names (see `_spec`), held loaded for the block and pinned to its current backend
         for the request; inside a ZeroGPU call, on the GPU."""
         spec = self._spec(model, task, weights_file)
@@ -298,7 +311,8 @@ class Studio:
         if image is None:
             raise gr.Error("Upload a photo first")
         named = _named(style, weights_file)
-        with _user_errors(named), self._model(style, "style", progress, weights_file) as translator:
+        with _user_errors(named, _upload(style, weights_file)), self._model(style, "style", progress,
+                                                                            weights_file) as translator:
             start = time.perf_counter()
             img = imaging.load_image(image, max_pixels=self.config.max_input_pixels)
             if output_size in (None, "", "original"):
@@ -337,7 +351,7 @@ class Studio:
             drawing = sketch
         if drawing is None:
             raise gr.Error(EMPTY_CANVAS_MESSAGE)
-        with _user_errors(_named(model, weights_file)):
+        with _user_errors(_named(model, weights_file), _upload(model, weights_file)):
             img = imaging.load_image(drawing, max_pixels=self.config.max_input_pixels)
             gray = np.asarray(img.convert("L"))
             if int(gray.max()) - int(gray.min()) < 8:  # a blank (uniform) canvas or upload
@@ -378,7 +392,7 @@ class Studio:
         Args:
             image: the image to upscale (at most the app's upscale pixel limit).
             model: an upscale model id (see the models tool), a Hugging Face Hub id of an SR generator, or "custom".
-            outscale: 2, 3 or 4 (an integer): the result is exactly this many times the input size.
+            outscale: 1, 2, 3 or 4 (an integer): the result is this many times the input size (1: restoration models).
             tile: "auto", "none" or a tile size in input pixels ("128", "256", "512").
             weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
 
@@ -390,13 +404,14 @@ class Studio:
         try:
             scale = float(outscale)
         except (TypeError, ValueError):
-            raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
+            raise gr.Error(f"outscale must be 1, 2, 3 or 4, not {outscale!r}") from None
         if not 1 <= scale <= 8:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
         with _user_errors():
             tile_arg = parse_tile(tile)
         named = _named(model, weights_file)
-        with _user_errors(named), self._model(model, "upscale", progress, weights_file) as translator:
+        with _user_errors(named, _upload(model, weights_file)), self._model(model, "upscale", progress,
+                                                                             weights_file) as translator:
             start = time.perf_counter()
             source = imaging.load_image(image, max_pixels=self.config.max_upscale_pixels)
             result = translator(source, tile=tile_arg, outscale=scale, progress=_progress_callback(progress),
@@ -407,6 +422,55 @@ class Studio:
         before = resized(for_display(source), after.size)
         previews = (self.files.write(before, "before"), self.files.write(after, "after"))
         return previews, path, self._info(model, translator, seconds, result)
+
+    def video(
+        self,
+        video: str | None,
+        model: str,
+        outscale: int = 4,
+        reduce_flicker: bool = True,
+        weights_file: str | None = None,
+        progress: gr.Progress = gr.Progress(),
+    ) -> Iterator[tuple[Any, str]]:
+        """Restyle or upscale every frame of a video clip; the result is an H.264 MP4 with the clip's audio.
+
+        Args:
+            video: the clip (MP4, WebM, MOV, MKV or animated GIF; at most GAN_STUDIO_MAX_VIDEO_SECONDS long).
+            model: a style or upscale model id (see the models tool), a Hugging Face Hub id, or "custom".
+            outscale: 2, 3 or 4 (an integer), upscalers only; a style model keeps the frame size and ignores it.
+            reduce_flicker: blend each frame with the previous result moved along the optical flow (style models).
+            weights_file: a generator weights file (.safetensors, .pth, ...), used when `model` is "custom".
+
+        Returns:
+            The MP4 (same frame count, rate and timestamps as the clip; even frame size) and an info line.
+        """
+        if video is None:
+            raise gr.Error("Upload a video first")
+        try:
+            scale = float(outscale)
+        except (TypeError, ValueError):
+            raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
+        with _user_errors(_named(model, weights_file)), \
+                self._model(model, ("style", "upscale"), progress, weights_file) as translator:
+            upscaler = translator.spec.task == "upscale"
+            path = self.files.path(f"{Path(str(video)).stem}_{file_safe_name(translator.spec.id)}", ".mp4")
+            for step in iter_translate_video(
+                translator, video, path, outscale=scale, reduce_flicker=bool(reduce_flicker),
+                max_seconds=self.config.max_video_seconds, max_side=self.config.max_style_side,
+                max_pixels=self.config.max_upscale_pixels if upscaler else self.config.max_input_pixels,
+            ):
+                if isinstance(step, VideoResult):
+                    result = step
+                    break
+                eta = "" if step.eta_s is None else f", about {step.eta_s:.0f} s left"
+                progress((step.frames, step.total), desc=f"{step.fps:.2f} frames/s{eta}", unit="frames")
+                yield gr.skip(), f"{step.frames} frames done ({step.fps:.2f} frames/s{eta})"
+        backend = translator.backend
+        runtime = backend.name if backend.precision == "fp32" else f"{backend.name} {backend.precision}"
+        line = f"**{translator.spec.title}** (`{shown(translator.spec.id)}`) · {runtime} · {result.summary()}"
+        if translator.fallback_reason is not None:
+            line += f"\n\n⚠️ {translator.fallback_reason}"
+        yield str(result.path), line
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the app offers, then the custom models tried lately: id, title, task, custom, family,
@@ -433,6 +497,11 @@ def _named(model: str | None, weights_file: str | None) -> str | None:
     return shown(str(weights_file)) if model == CUSTOM_CHOICE and weights_file else model
 
 
+def _upload(model: str | None, weights_file: str | None) -> str | None:
+    """The uploaded weights file's server path when the request uses it, else None."""
+    return str(weights_file) if model == CUSTOM_CHOICE and weights_file else None
+
+
 def _examples(rows: list[list[Any]]) -> list[list[Any]]:
     """Example rows whose files exist (a checkout without examples/ still starts); paths as strings."""
     kept = [row for row in rows if all(v is not None and (not isinstance(v, Path) or v.is_file()) for v in row)]
@@ -444,7 +513,8 @@ def _canvas_example(path: Path) -> dict[str, Any] | None:
     return {"background": str(path), "layers": [], "composite": str(path)} if path.is_file() else None
 
 
-def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tuple[gr.Dropdown, gr.File]:
+def _model_picker(studio: Studio, task: str | tuple[str, ...], *, label: str, prefix: str
+                  ) -> tuple[gr.Dropdown, gr.File]:
     """A tab's model dropdown and, behind its "Custom model…" entry, a Hub id field and a weights-file drop.
 
     The dropdown accepts any value, so API callers pass a Hub id as `model`; in the browser the id field's events
@@ -452,11 +522,12 @@ def _model_picker(studio: Studio, task: str, *, label: str, prefix: str) -> tupl
     `weights_file` argument). The custom fields stay shown while the dropdown holds anything but an offered id.
     """
     offered = {i for _, i in studio.choices(task) if i != CUSTOM_CHOICE}
-    dropdown = ModelDropdown(studio.choices(task), value=studio.default_model(task), label=label,
+    first = task if isinstance(task, str) else task[0]
+    dropdown = ModelDropdown(studio.choices(task), value=studio.default_model(first), label=label,
                              allow_custom_value=True, elem_id=f"{prefix}-model")
     with gr.Group(visible=False) as group:
-        typed = gr.Textbox(label="Hugging Face Hub model id", max_lines=1, elem_id=f"{prefix}-custom-id",
-                           placeholder="owner/name[/file.pth][@revision][#network][?range=0,1]")
+        typed = gr.Textbox(label="Hugging Face Hub model id or https URL", max_lines=1, elem_id=f"{prefix}-custom-id",
+                           placeholder="owner/name[/file.pth][@revision][#network][?range=0,1] or https://…/file.pth")
         weights = gr.File(label=f"…or drop a weights file (up to {upload_weights_mb(studio.config)} MB)",
                           file_types=list(WEIGHTS_SUFFIXES), type="filepath", height=110,
                           elem_id=f"{prefix}-custom-file")
@@ -564,7 +635,8 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                                            sources=["upload", "clipboard"], elem_id="upscale-input")
                         up_model, up_weights = _model_picker(studio, "upscale", label="Model", prefix="upscale")
                         with gr.Row():
-                            up_scale = IntegerRadio([2, 3, 4], value=4, label="Output scale")
+                            up_scale = IntegerRadio([1, 2, 3, 4], value=4,
+                                                    label="Output scale (1: restore at the same size)")
                             up_tile = gr.Dropdown(TILE_CHOICES, value="auto", label="Tile size")
                         up_btn = gr.Button("Upscale", variant="primary", elem_id="upscale-run")
                     with gr.Column():
@@ -574,6 +646,21 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
                         up_info = gr.Markdown(elem_id="upscale-info")
                 gr.Examples(_examples([[EXAMPLES_DIR / "small_landscape.png"], [EXAMPLES_DIR / "logo_rgba.png"],
                                        [EXAMPLES_DIR / "gray16.png"]]), inputs=[up_in])
+
+            with gr.Tab("Video", id="video"):
+                with gr.Row():
+                    with gr.Column():
+                        video_in = gr.Video(label=f"Clip (up to {config.max_video_seconds:g} s)", sources=["upload"],
+                                            elem_id="video-input")
+                        video_model, video_weights = _model_picker(studio, ("style", "upscale"), label="Model",
+                                                                   prefix="video")
+                        with gr.Row():
+                            video_scale = IntegerRadio([2, 3, 4], value=4, label="Output scale (upscalers)")
+                            video_flicker = gr.Checkbox(True, label="Reduce flicker")
+                        video_btn = gr.Button("Process video", variant="primary", elem_id="video-run")
+                    with gr.Column():
+                        video_out = gr.Video(label="Result", interactive=False, elem_id="video-output")
+                        video_info = gr.Markdown(elem_id="video-info")
 
         with gr.Accordion("Settings and models", open=False):
             runtime_md = gr.Markdown()
@@ -593,6 +680,13 @@ def build_demo(*, specs: Mapping[str, ModelSpec] | None = None, config: Settings
         up_btn.click(on_gpu(studio.upscale, "upscale", "model"),
                      [up_in, up_model, up_scale, up_tile, up_weights], [up_slider, up_file, up_info],
                      api_name="upscale", **heavy)
+        video_btn.click(studio.video,  # a generator, not a ZeroGPU call: on ZeroGPU the video tab runs on the CPU
+                        [video_in, video_model, video_scale, video_flicker, video_weights], [video_out, video_info],
+                        api_name="video", **heavy)
+        # flicker reduction is for style models; an upscaler's default is frame by frame
+        video_model.change(lambda m: gr.Checkbox(value=studio.specs.get(m) is None
+                                                 or studio.specs[m].task != "upscale"),
+                           video_model, video_flicker, api_visibility="private", queue=False)
         models_btn.click(studio.models, None, models_json, api_name="models", concurrency_limit=None).then(
             models_table, models_json, models_md, api_name="models_table", **light)
         demo.load(studio.runtime, None, runtime_md, api_name="runtime", **light).then(

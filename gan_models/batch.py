@@ -8,23 +8,20 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-from PIL import Image
 
 from .errors import GanModelsError
-from .imaging import IMAGE_SUFFIXES, image_notes
+from .imaging import IMAGE_SUFFIXES
 
 # Write errors that end the whole batch: every later file would fail the same way.
 FATAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS})
 OVERWRITE_REASON = "output would overwrite the input; choose another -o or --suffix"
 
 
-def iter_images(inputs: Sequence[Path]) -> Iterator[Path]:
-    """Files as given, folders searched recursively for image files, in a stable order, each once."""
+def iter_images(inputs: Sequence[Path], suffixes: frozenset[str] = IMAGE_SUFFIXES) -> Iterator[Path]:
+    """Files as given, folders searched recursively for files with these suffixes, in a stable order, each once."""
     seen: set[Path] = set()
     for item in inputs:
-        candidates = (sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if item.is_dir()
+        candidates = (sorted(p for p in item.rglob("*") if p.suffix.lower() in suffixes) if item.is_dir()
                       else [item])
         for path in candidates:
             key = path.resolve()
@@ -55,13 +52,11 @@ def output_name(stem: str, suffix: str) -> str:
     return f"{stem}{suffix}.png"
 
 
-def translate_file(translator: Callable[..., Image.Image], source: Path | BinaryIO,
-                   write: Callable[[Image.Image], object], *, tile: object, outscale: float | None) -> FileResult:
-    """Translate `source` and hand the result to `write`; library and per-file OS errors become a skip reason."""
+def translate_file(work: Callable[[], Sequence[str]]) -> FileResult:
+    """Run `work` (translate one file and write its result; returns the notes for the user): library and per-file
+    OS errors become a skip reason, a full or read-only disk a fatal stop."""
     try:
-        result = translator(source, tile=tile, outscale=outscale)
-        write(result)
-        return FileResult(True, notes=image_notes(result))
+        return FileResult(True, notes=tuple(work()))
     except GanModelsError as exc:
         return FileResult(False, str(exc))
     except OSError as exc:

@@ -101,7 +101,7 @@ class ModelCache:
         try:
             spec: ModelSpec | GanModelsError = resolve_custom(
                 model_id, max_weights_mb=self.settings.max_weights_mb, enabled=self.settings.custom_models,
-                allow_local=allow_local)
+                allow_local=allow_local, url_hosts=self.settings.url_hosts)
         except UnknownModelError:
             raise  # not a model id at all: nothing to list
         except GanModelsError as exc:

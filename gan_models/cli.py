@@ -2,6 +2,7 @@
 
     python -m gan_models list [--task upscale]
     python -m gan_models run default-upscale-x4 photo.jpg more/ -o out/ [--tile 256] [--outscale 2]
+    python -m gan_models run default-style clip.mp4 -o out/ [--flicker off]     (video: out/clip_default-style.mp4)
     python -m gan_models run default-upscale-x4 s3://bucket/in -o s3://bucket/out --engine ray [--address auto]
     python -m gan_models eval default-upscale-x4 --data ../shared/data/sr/val [--out eval/]
     python -m gan_models space OWNER/NAME [--hardware zero-a10g] [--private] [--dry-run]   (see gan_models.deploy)
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from .batch import iter_images
 from .deploy import add_space_arguments
 from .errors import GanModelsError, InvalidTileError
+from .imaging import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .runtimes import tune_malloc
 from .settings import Settings
 from .specs import SPECS, TASKS
@@ -44,17 +46,17 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     and the CPU tiling budget (args.tile_budget_mb)."""
     settings = settings or Settings()
     parser = argparse.ArgumentParser(prog="python -m gan_models", description=__doc__.split("\n\n")[0])
-    parser.set_defaults(tile_budget_mb=settings.tile_budget_mb)
+    parser.set_defaults(tile_budget_mb=settings.tile_budget_mb, max_video_seconds=settings.max_video_seconds)
     sub = parser.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="list the models on offer")
     ls.add_argument("--task", choices=TASKS, help="only this task")
 
-    run = sub.add_parser("run", help="translate or upscale image files and folders")
+    run = sub.add_parser("run", help="translate or upscale image and video files and folders")
     run.add_argument("model", help="model id (see `list`), a train.py output folder, or a custom model: "
                      "owner/name[/file.pth][#network] on the Hub or a local weights file (docs/custom-models.md)")
-    run.add_argument("inputs", nargs="+", help="image files or folders (searched recursively); with --engine ray "
-                     "also filesystem URIs pyarrow opens (s3://, gs://, ...)")
+    run.add_argument("inputs", nargs="+", help="image or video files (MP4, WebM, MOV, MKV, animated GIF) or folders "
+                     "(searched recursively); with --engine ray images only, also URIs pyarrow opens (s3://, gs://)")
     run.add_argument("-o", "--out", required=True, help="output folder (created if missing); a URI with --engine ray")
     run.add_argument("--tile", type=_parse_tile, default="auto", help="tile size in input pixels, 0 = none, auto")
     run.add_argument("--outscale", type=float, default=None, help="final scale (default: the model's scale)")
@@ -63,6 +65,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     run.add_argument("--no-fallback", action="store_true", help="fail instead of using a bundled fallback model")
     run.add_argument("--suffix", default=None, help="added to output names (default: _MODEL)")
+    run.add_argument("--flicker", choices=("auto", "on", "off"), default="auto",
+                     help="video: flicker reduction (auto: on for style models, off for upscalers)")
     run.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local: a loop in this process; ray: Ray Data actors "
                      "(pip install -r requirements-cluster.txt; docs/scale.md)")
@@ -107,10 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise GanModelsError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from exc
     if not _writable(out_dir):
         raise GanModelsError(f"output folder {out_dir} is not writable")
-    inputs = [Path(p) for p in args.inputs]
-    files = list(iter_images(inputs))
+    files = list(iter_images([Path(p) for p in args.inputs], IMAGE_SUFFIXES | VIDEO_SUFFIXES))
     if not files:
-        raise GanModelsError("no input images found in " + ", ".join(map(str, inputs)))
+        raise GanModelsError("no input images found in " + ", ".join(map(str, args.inputs)))
 
     requested_backend(args.backend)  # before resolving the model: a typo should not cost a download
     spec = get_spec(args.model)
@@ -124,7 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: argparse.Namespace) -> int:
     from .batch import OVERWRITE_REASON, output_name, output_suffix, report, translate_file
-    from .imaging import save_png
+    from .imaging import image_notes, save_png
+    from .video import is_video_file
 
     if translator.fallback_reason is not None:
         print(f"note: {translator.fallback_reason}", file=sys.stderr)
@@ -135,12 +139,20 @@ def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: a
     bar = tqdm([p for p in files if p.exists()], desc=translator.spec.id, unit="img", file=sys.stderr)
     for path in bar:
         bar.set_postfix_str(path.name[-30:])
-        target = out_dir / output_name(path.stem, suffix)
+        video = is_video_file(path)
+        target = out_dir / (f"{path.stem}{suffix}.mp4" if video else output_name(path.stem, suffix))
         if target.resolve() == path.resolve():
             failures.append((path, OVERWRITE_REASON))
             continue
-        result = translate_file(translator, path, lambda img, target=target: save_png(img, target),
-                                tile=args.tile, outscale=args.outscale)
+
+        def work(path: Path = path, target: Path = target, video: bool = video) -> tuple[str, ...]:
+            if video:
+                return (_run_video(translator, path, target, args),)
+            result = translator(path, tile=args.tile, outscale=args.outscale)
+            save_png(result, target)
+            return image_notes(result)
+
+        result = translate_file(work)
         if result.fatal is not None:
             raise GanModelsError(f"cannot write {target}: {result.fatal}; stopped after {written} files")
         written += result.written
@@ -148,6 +160,22 @@ def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: a
         if result.reason is not None:
             failures.append((path, result.reason))
     return report(notes, failures, written, out_dir)
+
+
+def _run_video(translator: Translator, path: Path, target: Path, args: argparse.Namespace) -> str:
+    """Translate one clip with a frame progress bar (frames/s, ETA); returns the result's summary line."""
+    from .video import translate_video
+
+    flicker = {"auto": None, "on": True, "off": False}[args.flicker]
+    with tqdm(desc=path.name[-30:], unit="frame", file=sys.stderr, leave=False) as bar:
+        def progress(done: int, total: int | None) -> None:
+            bar.total = max(total or 0, done) or None
+            bar.update(done - bar.n)
+
+        result = translate_video(translator, path, target, outscale=args.outscale, reduce_flicker=flicker,
+                                 tile=args.tile, progress=progress, max_seconds=args.max_video_seconds,
+                                 max_side=None)
+    return result.summary()
 
 
 def _writable(folder: Path) -> bool:

@@ -7,7 +7,8 @@ network that will load strictly. What none of our families fits goes to spandrel
 file for); what spandrel does not know either is refused in one line that says what the file holds.
 
 Families (ARCHS name: publisher layout):
-  resnet_generator  junyanz CycleGAN ResnetGenerator, InstanceNorm (`model.1`, `model.N.conv_block.{1,5}`)
+  resnet_generator  junyanz CycleGAN ResnetGenerator, instance or batch norm, with or without dropout
+                    (`model.1`, `model.N.conv_block.{1,5}` or `{1,6}`); UPIT's the same without `model.`
   unet_generator    junyanz pix2pix UnetGenerator, batch or instance norm (`model.model.0`, `model.model.1.model.1`)
   huggan_unet       huggan pix2pix GeneratorUNet (`down1..8`, `up1..7`, `final.2`)
   srresnet          SRGAN generator, Lornatang/SRGAN-PyTorch layout (`conv1.0`, `trunk.N.rcb`, `upsampling.K`)
@@ -31,7 +32,7 @@ from torch import nn
 
 from .archs import build_arch
 from .archs.rrdbnet import esrgan_to_basicsr, rrdbnet_kwargs
-from .archs.spandrel_models import describe_spandrel
+from .archs.spandrel_models import describe_spandrel, fuse_reparametrised
 from .errors import UnrecognisedNetworkError, UnsupportedModelError
 from .modelspec import Task
 from .state_dict import (  # describe_keys and unwrap_state_dict: re-exported for older imports from here
@@ -43,7 +44,7 @@ from .state_dict import (  # describe_keys and unwrap_state_dict: re-exported fo
 )
 
 SUPPORTED_FAMILIES = (
-    "CycleGAN ResnetGenerator (junyanz)",
+    "CycleGAN ResnetGenerator (junyanz, UPIT)",
     "Pix2Pix UnetGenerator (junyanz, batch or instance norm)",
     "Pix2Pix GeneratorUNet (huggan)",
     "SRResNet/SRGAN (Lornatang SRGAN-PyTorch)",
@@ -52,6 +53,13 @@ SUPPORTED_FAMILIES = (
     "SR/restoration networks spandrel detects (SPAN, SwinIR, HAT, DAT, OmniSR, ...)",
 )
 _TILE_SR = 192
+_TILE_DISCOURAGED = 256
+# The 1x rule: the task follows the family, not the scale. Every super-resolution/restoration network (ours:
+# SRResNet, RRDBNet, SRVGG; everything spandrel builds) is an "upscale" model at any scale, 1x included (denoise,
+# deblur, JPEG clean-up: NAFNet, SCUNet, 1x ESRGAN); the upscale tab restores at 1x. "style" is for [-1, 1]
+# image-to-image translators (CycleGAN). `?task=` overrides it.
+SR_TASK: Task = "upscale"
+DOCS = "docs/custom-models.md"
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,8 @@ def _indices(keys, pattern: str) -> list[int]:
 
 
 def _resnet_generator(sd: dict[str, torch.Tensor]) -> tuple[dict, str] | None:
+    if "model.1.weight" not in sd and "1.weight" in sd:  # UPIT: the Sequential is the network (`G_B.1.weight`)
+        sd = {f"model.{k}": v for k, v in sd.items()}
     blocks = _indices(sd, r"model\.(\d+)\.conv_block\.1\.weight$")
     first = sd.get("model.1.weight")
     if first is None or first.ndim != 4 or first.shape[-1] != 7 or not blocks:
@@ -107,7 +117,13 @@ def _resnet_generator(sd: dict[str, torch.Tensor]) -> tuple[dict, str] | None:
     last = max(_indices(sd, r"model\.(\d+)\.weight$"))
     kwargs = {"in_channels": first.shape[1], "out_channels": sd[f"model.{last}.weight"].shape[0],
               "ngf": first.shape[0], "n_blocks": len(blocks)}
-    return kwargs, f"ResnetGenerator ngf={kwargs['ngf']} n_blocks={kwargs['n_blocks']} (instance norm)"
+    # BatchNorm leaves affine weights after the first conv (InstanceNorm none); a Dropout moves the second conv of
+    # each block from conv_block.5 to conv_block.6. Only the non-defaults are named, as the curated specs do.
+    norm = "batch" if getattr(sd.get("model.2.weight"), "ndim", 0) == 1 else "instance"
+    dropout = getattr(sd.get(f"model.{blocks[0]}.conv_block.6.weight"), "ndim", 0) == 4  # (batch norm's is 1-D)
+    kwargs |= ({"norm": norm} if norm != "instance" else {}) | ({"dropout": True} if dropout else {})
+    summary = f"ResnetGenerator ngf={kwargs['ngf']} n_blocks={kwargs['n_blocks']} ({norm} norm"
+    return kwargs, summary + (", dropout)" if dropout else ")")
 
 
 def _unet_generator(sd: dict[str, torch.Tensor]) -> tuple[dict, str] | None:
@@ -186,12 +202,12 @@ FAMILIES: tuple[_Family, ...] = (
     _Family(SUPPORTED_FAMILIES[0], "resnet_generator", _resnet_generator, "style", (-1.0, 1.0)),
     _Family(SUPPORTED_FAMILIES[1], "unet_generator", _unet_generator, "sketch2photo", (-1.0, 1.0)),
     _Family(SUPPORTED_FAMILIES[2], "huggan_unet", _huggan_unet, "sketch2photo", (-1.0, 1.0)),
-    _Family(SUPPORTED_FAMILIES[3], "srresnet", _srresnet, "upscale", (0.0, 1.0)),
-    _Family(SUPPORTED_FAMILIES[4], "rrdbnet", _rrdbnet, "upscale", (0.0, 1.0)),
+    _Family(SUPPORTED_FAMILIES[3], "srresnet", _srresnet, SR_TASK, (0.0, 1.0)),
+    _Family(SUPPORTED_FAMILIES[4], "rrdbnet", _rrdbnet, SR_TASK, (0.0, 1.0)),
     # The original ESRGAN code's `model.N` keys, renamed onto our RRDBNet (one implementation, ONNX-checked).
-    _Family(SUPPORTED_FAMILIES[4], "rrdbnet", _rrdbnet, "upscale", (0.0, 1.0), spec_arch="rrdbnet_esrgan",
+    _Family(SUPPORTED_FAMILIES[4], "rrdbnet", _rrdbnet, SR_TASK, (0.0, 1.0), spec_arch="rrdbnet_esrgan",
             rename=esrgan_to_basicsr),
-    _Family(SUPPORTED_FAMILIES[5], "srvgg_compact", _srvgg_compact, "upscale", (0.0, 1.0)),
+    _Family(SUPPORTED_FAMILIES[5], "srvgg_compact", _srvgg_compact, SR_TASK, (0.0, 1.0)),
 )
 
 
@@ -243,43 +259,51 @@ def _detect_ours(sd: dict[str, torch.Tensor]) -> tuple[Detection | None, str | N
 def _detect_spandrel(sd: dict[str, torch.Tensor], built: dict[str, nn.Module] | None, key: str) -> Detection:
     descriptor = describe_spandrel(sd)
     if built is not None:  # spandrel built it with the weights loaded: the caller may hand it to the loader
-        built[key] = descriptor.model.float().eval()
+        built[key] = fuse_reparametrised(descriptor.model.float().eval())
     arch = descriptor.architecture.name
     multiple = max(1, descriptor.size_requirements.multiple_of)
-    tiling = descriptor.tiling.name  # SUPPORTED, DISCOURAGED or INTERNAL
-    tile = None if tiling != "SUPPORTED" else -(-_TILE_SR // multiple) * multiple
+    # SUPPORTED, DISCOURAGED (SwinIR, SCUNet: window attention, whose memory grows fast with the image, so they are
+    # tiled too, with larger tiles: fewer seams) or INTERNAL (the network tiles itself).
+    tile = {"SUPPORTED": _TILE_SR, "DISCOURAGED": _TILE_DISCOURAGED}.get(descriptor.tiling.name)
+    if tile is not None:
+        tile = -(-max(tile, descriptor.size_requirements.minimum) // multiple) * multiple
     tags = " ".join(descriptor.tags)
     return Detection(
         family=f"{arch} (via spandrel)", arch="spandrel",
         arch_kwargs={"architecture": descriptor.architecture.id, "tags": tags},
-        task="upscale" if descriptor.scale > 1 else "style", value_range=(0.0, 1.0), scale=descriptor.scale,
+        task=SR_TASK, value_range=(0.0, 1.0), scale=descriptor.scale,
         size_multiple=multiple, tile=tile, summary=f"{arch} x{descriptor.scale}" + (f" ({tags})" if tags else ""),
     )
 
 
 def _detect_rest(sd: dict[str, torch.Tensor], near_miss: str | None, source: str,
                  built: dict[str, nn.Module] | None = None, key: str = "") -> Detection:
-    """spandrel's detection of `sd` unless one of our families nearly fit; else one line naming what was found."""
-    if near_miss is None:
-        try:
-            return _detect_spandrel(sd, built, key)
-        except UnrecognisedNetworkError:
-            pass
-        except UnsupportedModelError as exc:
-            near_miss = str(exc)
-    what = near_miss or "not a CycleGAN/Pix2Pix/SR generator we know"
-    raise UnsupportedModelError(f"{source}: {describe_keys(sd)}; {what}. Supported: " + "; ".join(SUPPORTED_FAMILIES))
+    """spandrel's detection of `sd`, also after a near miss of ours (spandrel builds variants we do not: old-layout
+    ESRGAN x2/x1); else one line naming what our near miss and spandrel found."""
+    try:
+        return _detect_spandrel(sd, built, key)
+    except UnrecognisedNetworkError:
+        found = [near_miss] if near_miss else []
+    except UnsupportedModelError as exc:
+        found = [near_miss, str(exc)] if near_miss else [str(exc)]
+    what = "; ".join(found) or "not a CycleGAN/Pix2Pix/SR generator we know"
+    raise UnsupportedModelError(f"{source}: {describe_keys(sd)}; {what} (supported layouts: {DOCS})")
 
 
 def detect_network(state: Mapping[str, Any], *, key_prefix: str | None = None, source: str = "checkpoint",
                    built: dict[str, nn.Module] | None = None) -> Detection:
     """What one network in `state` is (all of it, or the `key_prefix` part).
 
+    Our families are tried first; a near miss (a family whose numbers fit but whose keys do not all match) falls
+    through to spandrel, which builds many variants we do not (e.g. old-layout ESRGAN x2 and x1 without
+    pixel-unshuffle). Only when spandrel fails too is the file refused, with what both found.
+
     `built`, when given, receives under `key_prefix or ""` the network spandrel built (weights loaded, fp32, eval)
     if spandrel is what recognised it; our families are only checked on the meta device, so nothing is built.
 
     Raises:
-        UnsupportedModelError: no family fits; one line naming what was found and the supported families.
+        UnsupportedModelError: nothing fits; one line naming what the file holds (our near miss and spandrel's
+            detail) and pointing to docs/custom-models.md.
     """
     sd = unwrap_state_dict(state, key_prefix=key_prefix)
     if not sd:

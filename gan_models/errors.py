@@ -26,6 +26,11 @@ class InvalidTileError(GanModelsError, ValueError):
     """A tile size that is not "auto", none/0 or a positive number of pixels."""
 
 
+class InvalidVideoError(GanModelsError, ValueError):
+    """A video that cannot be read or used: corrupt, no video stream, a still image, no frames, a codec we cannot
+    decode, or over the limits (length, frame size, file size)."""
+
+
 class WeightsUnavailableError(GanModelsError):
     """The weights file cannot be obtained: Hub unreachable and nothing cached or bundled."""
 

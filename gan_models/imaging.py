@@ -25,6 +25,7 @@ from .files import atomic_write
 
 # Files the CLI, evaluation and training pick up from folders (GIF: its first frame, as load_image reads it).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".webm", ".mov", ".mkv", ".gif"})  # gan_models.video; a GIF is both
 DEFAULT_MAX_PIXELS = 50_000_000  # ~7071 x 7071; the guard runs on the header, before any pixel is decoded
 _NOTES_KEY = "gan_models.notes"
 _FRAMES_KEY = "gan_models.n_frames"

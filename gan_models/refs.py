@@ -4,13 +4,15 @@ except asking whether a local path exists.
 Id syntax (docs/custom-models.md has examples):
 
     [spaces/|models/]owner/name[/path/to/file.ext][@revision][#network][?option=value&...]
+    https://host/path/file.ext[#network][?sha256=HEX&option=value&...]   a file by URL (gan_models.urlfetch)
     path/to/file.ext[#network][?option=value&...]          a local file (or a folder holding one weights file)
 
 - `owner/name` alone: a repo written by `train.py --push-to-hub` (config.json + model.safetensors), else the
   repo's one weights file (one .safetensors wins over other formats).
 - `#network`: one generator of a file that holds several (CycleGAN training files: `#G_A`, `#G_B`, `#netG_A`).
 - options: `range=0,1` (value range of the network's pixels), `task=style|sketch2photo|upscale`, `tile=256|none`,
-  `multiple=N` (input size multiple), `scale=N` (only when detection is wrong).
+  `multiple=N` (input size multiple), `scale=N` (only when detection is wrong); for URLs `sha256=HEX` pins the
+  file's digest. A URL's own query string cannot be given (`?` starts the options).
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UnknownModelError
+from .errors import UnknownModelError, UnsupportedModelError
+from .urlfetch import check_sha256
 
 WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pth.tar")
-OPTIONS = ("range", "task", "tile", "multiple", "scale")
+OPTIONS = ("range", "task", "tile", "multiple", "scale", "sha256")
 _NAME = r"[A-Za-z0-9][\w.-]{0,95}"
 _HUB_ID = re.compile(rf"^(?:(?P<kind>spaces|models)/)?(?P<repo>{_NAME}/{_NAME})(?:/(?P<file>[^@]+?))?"
                      r"(?:@(?P<rev>[\w.-]+))?$")
 _SYNTAX = ("a Hub id [spaces/]owner/name[/file.pth][@revision][#network][?range=0,1], "
-           "or a local weights file or folder")
+           "an https URL of a weights file [#network][?sha256=HEX], or a local weights file or folder")
 
 Options = tuple[tuple[str, str], ...]
 
@@ -41,6 +44,7 @@ class ModelRef:
     Parameters:
         text: the id as given (the spec's id); left out of comparisons, since several texts name one model.
         local: the local file or folder, or None for the Hub.
+        url: the https URL of the weights file (without #network and ?options), or None.
         repo_id, repo_type, filename, revision: the Hub location (filename None: the repo decides).
         network: the generator chosen in a file holding several ("G_B"), or None.
         options: user overrides as (name, value) pairs in the order given (see module docstring); a mapping is
@@ -55,6 +59,7 @@ class ModelRef:
     revision: str | None = None
     network: str | None = None
     options: Options = ()
+    url: str | None = None
 
     def __post_init__(self) -> None:
         pairs = self.options.items() if isinstance(self.options, Mapping) else self.options
@@ -67,6 +72,8 @@ class ModelRef:
         """The file or repo, without #network and ?options ('spaces/me/repo/net.pth@v1', '/data/x.pth')."""
         if self.local is not None:
             return str(self.local)
+        if self.url is not None:
+            return self.url
         kind = "spaces/" if self.repo_type == "space" else ""
         return f"{kind}{self.repo_id}" + (f"/{self.filename}" if self.filename else "") + (
             f"@{self.revision}" if self.revision else "")
@@ -112,6 +119,14 @@ def parse_model_ref(text: str, *, allow_local: bool = True, known: Iterable[str]
             raise UnknownModelError(f"{text!r}: unknown option {item!r}; valid: "
                                     + ", ".join(f"{o}=..." for o in OPTIONS))
         options.append((key, value))
+    if re.match(r"^[a-z][a-z0-9+.-]*://", base, re.IGNORECASE):  # fetch_url refuses what is not https
+        try:
+            options = [(k, check_sha256(v) if k == "sha256" else v) for k, v in options]
+        except UnsupportedModelError as exc:
+            raise UnknownModelError(f"{text!r}: {exc}") from None
+        return ModelRef(text=text, network=network, options=tuple(options), url=base)
+    if any(k == "sha256" for k, _ in options):
+        raise UnknownModelError(f"{text!r}: sha256=... pins a file fetched by URL; Hub revisions pin with @commit")
     common = {"text": text, "network": network, "options": tuple(options)}
     path = Path(base).expanduser()
     if allow_local and base and path.exists():

@@ -21,7 +21,7 @@ import dataclasses
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,16 @@ from .errors import (
     NotAModelConfigError,
     UnknownModelError,
     UnsupportedModelError,
+    WeightsError,
     WeightsTooLargeError,
     WeightsUnavailableError,
     first_line,
 )
 from .modelspec import TASKS, HubFile, ModelSpec, spec_from_config
 from .refs import WEIGHTS_SUFFIXES, ModelRef, join_id, parse_model_ref, split_id
-from .settings import ENV, hub_cache_dir, hub_endpoint, hub_offline, hub_token
+from .settings import DEFAULT_URL_HOSTS, ENV, hub_cache_dir, hub_endpoint, hub_offline, hub_token, user_cache_dir
 from .state_dict import read_state_dict
+from .urlfetch import fetch_url
 
 CACHE_SIZE = 32
 HUB_TIMEOUT_S = 10.0
@@ -222,7 +224,10 @@ class _Found:
 
 
 def _read_and_detect(path: Path, where: str) -> Mapping[str, Detection]:
-    state = read_state_dict(path)
+    try:
+        state = read_state_dict(path)
+    except WeightsError as exc:  # named by the id, not by where this server keeps the file (Hub or URL cache)
+        raise type(exc)(str(exc).replace(str(path), where)) from exc
     built: dict[str, Any] = {}
     generators = find_generators(state, source=where, built=built)
     _park(path, state, built)
@@ -238,6 +243,13 @@ def _find_local(ref: ModelRef, max_weights_mb: int) -> _Found:
     size = path.stat().st_size
     check_size(size, max_weights_mb, str(path))
     return _Found(path=path, size=size, generators=_read_and_detect(path, str(path)))
+
+
+def _find_url(ref: ModelRef, max_weights_mb: int, url_hosts: Sequence[str]) -> _Found:
+    assert ref.url is not None
+    path = fetch_url(ref.url, allowed_hosts=url_hosts, max_bytes=max_weights_mb * 1024 * 1024,
+                     cache_dir=user_cache_dir() / "url", sha256=dict(ref.options).get("sha256"))
+    return _Found(path=path, size=path.stat().st_size, generators=_read_and_detect(path, ref.url))
 
 
 def _snapshot_sha(path: Path) -> str | None:
@@ -283,22 +295,29 @@ _cache: OrderedDict[tuple, _Found] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _cache_key(ref: ModelRef) -> tuple:
+def _cache_key(ref: ModelRef, url_hosts: Sequence[str]) -> tuple:
     if ref.local is not None:
         stat = ref.local.stat()  # a changed file is a new model
         return ("local", str(ref.local), stat.st_mtime_ns, stat.st_size)
+    if ref.url is not None:  # the allow-list is part of the key: a host taken off it is refused at once
+        return ("url", ref.url, dict(ref.options).get("sha256"), tuple(url_hosts))
     return ("hub", ref.repo_type, ref.repo_id, ref.filename, ref.revision)
 
 
-def _find(ref: ModelRef, max_weights_mb: int) -> _Found:
-    key = _cache_key(ref)
+def _find(ref: ModelRef, max_weights_mb: int, url_hosts: Sequence[str] = DEFAULT_URL_HOSTS) -> _Found:
+    key = _cache_key(ref, url_hosts)
     with _cache_lock:
         found = _cache.get(key)
+        if found is not None and ref.url is not None and not found.path.is_file():
+            found = None  # the URL download cache let it go: fetched again (to the same path)
         if found is not None:
             _cache.move_to_end(key)
     if found is None:
         # Outside the lock: a download may take minutes and must not block other ids.
-        found = _find_local(ref, max_weights_mb) if ref.local is not None else _find_hub(ref, max_weights_mb)
+        if ref.url is not None:
+            found = _find_url(ref, max_weights_mb, url_hosts)
+        else:
+            found = _find_local(ref, max_weights_mb) if ref.local is not None else _find_hub(ref, max_weights_mb)
         with _cache_lock:
             _cache[key] = found
             while len(_cache) > CACHE_SIZE:
@@ -383,9 +402,10 @@ def _spec(found: _Found, ref: ModelRef) -> ModelSpec:
     title = (found.repo_id.split("/")[1] if found.repo_id else stem) + (
         f" {ref.network.removesuffix('.')}" if ref.network else "")
     fields = {**detection.spec_fields(), **location, "id": ref.text, "title": title,
-              "licence": "as stated by the publisher" if found.repo_id else "local file",
+              "licence": "as stated by the publisher" if found.repo_id or ref.url else "local file",
               "description": f"{detection.family}: {detection.summary}",
-              "source": f"detected from {ref.where}" + (f" ({stem})" if ref.filename is None else "")}
+              "source": f"detected from {ref.where}"
+              + (f" ({stem})" if ref.filename is None and ref.url is None else "")}
     return ModelSpec(**_apply_options(fields, options, ref.text))
 
 
@@ -400,26 +420,27 @@ class Resolved:
     state_dict: StateDict
 
 
-def resolve(ref: ModelRef, *, max_weights_mb: int) -> Resolved:
+def resolve(ref: ModelRef, *, max_weights_mb: int, url_hosts: Sequence[str] = DEFAULT_URL_HOSTS) -> Resolved:
     """Locate, size-check, read once, detect and describe the model `ref` names (see the module docstring).
 
     Raises: as `resolve_custom` (but never for switched-off custom models: the caller decides that).
     """
-    found = _find(ref, max_weights_mb)
+    found = _find(ref, max_weights_mb, url_hosts)
     spec = _spec(found, ref)
     return Resolved(spec=spec, state_dict=take_state_dict(found.path) or read_state_dict(found.path))
 
 
 def resolve_custom(model_id: str, *, max_weights_mb: int, enabled: bool = True, allow_local: bool = True,
-                   known: Iterable[str] = ()) -> ModelSpec:
+                   known: Iterable[str] = (), url_hosts: Sequence[str] = DEFAULT_URL_HOSTS) -> ModelSpec:
     """The spec of a custom model id (`refs` module docstring): located, size-checked, downloaded, detected; cached.
 
     Parameters:
-        model_id: Hub id or local path with optional @revision, #network and ?options.
+        model_id: Hub id, https URL or local path with optional @revision, #network and ?options.
         max_weights_mb: refuse weights files larger than this (Settings.max_weights_mb), before downloading.
         enabled: False refuses every custom id (Settings.custom_models).
-        allow_local: False accepts Hub ids only (see `refs.parse_model_ref`).
+        allow_local: False accepts Hub ids and URLs only (see `refs.parse_model_ref`).
         known: the curated ids, named in messages (`custom.resolve_custom` passes SPECS).
+        url_hosts: hosts a URL may name or redirect to (Settings.url_hosts; see `urlfetch`).
 
     Raises:
         UnknownModelError: not a local path nor a Hub id, or a bad option; the message gives the syntax.
@@ -430,11 +451,11 @@ def resolve_custom(model_id: str, *, max_weights_mb: int, enabled: bool = True, 
     """
     _require_enabled(enabled, known)
     ref = parse_model_ref(model_id, allow_local=allow_local, known=known)
-    return _spec(_find(ref, max_weights_mb), ref)
+    return _spec(_find(ref, max_weights_mb, url_hosts), ref)
 
 
 def custom_generators(model_id: str, *, max_weights_mb: int, enabled: bool = True, allow_local: bool = True,
-                      known: Iterable[str] = ()) -> list[ModelSpec]:
+                      known: Iterable[str] = (), url_hosts: Sequence[str] = DEFAULT_URL_HOSTS) -> list[ModelSpec]:
     """One spec per generator the file behind `model_id` holds (its `#network` part, if any, is ignored): one for
     most files, "G_A" and "G_B" for a CycleGAN training file. Their ids are ready for `resolve_custom`/`get_spec`.
 
@@ -442,7 +463,7 @@ def custom_generators(model_id: str, *, max_weights_mb: int, enabled: bool = Tru
     """
     _require_enabled(enabled, known)
     ref = parse_model_ref(model_id, allow_local=allow_local, known=known)
-    found = _find(ref, max_weights_mb)
+    found = _find(ref, max_weights_mb, url_hosts)
     base, _, query = split_id(ref.text)
     names = [None] if found.config_spec is not None or len(found.generators) == 1 else [
         n for n in found.generators if n]

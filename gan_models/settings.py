@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ ENV: dict[str, str] = {
     "max_weights_mb": "GAN_STUDIO_MAX_WEIGHTS_MB",
     "max_models": "GAN_STUDIO_MAX_MODELS",
     "custom_models": "GAN_STUDIO_CUSTOM_MODELS",
+    "max_video_seconds": "GAN_STUDIO_MAX_VIDEO_SECONDS",
+    "url_hosts": "GAN_STUDIO_URL_HOSTS",
     "zero_gpu": "SPACES_ZERO_GPU",
     "hub_offline": "HF_HUB_OFFLINE",
     "hub_token": "HF_TOKEN",
@@ -54,6 +57,11 @@ TRUTHY = frozenset({"1", "true", "yes", "on"})
 FALSY = frozenset({"0", "false", "no", "off"})
 # old name -> current name; the old one is read (with a DeprecationWarning) only when the new one is unset
 DEPRECATED_NAMES: dict[str, str] = {"GAN_MODELS_TILE_BUDGET_MB": "GAN_STUDIO_TILE_BUDGET_MB"}
+# Hosts a weights URL may point to (and redirect through): GitHub releases (github.com redirects release assets to
+# objects.githubusercontent.com, lately to release-assets.githubusercontent.com) and the Hub (huggingface.co; its
+# LFS files redirect to cdn-lfs.huggingface.co and *.hf.co). An entry covers its subdomains.
+DEFAULT_URL_HOSTS: tuple[str, ...] = ("github.com", "objects.githubusercontent.com",
+                                      "release-assets.githubusercontent.com", "huggingface.co", "hf.co")
 
 
 def is_truthy(value: str | None) -> bool:
@@ -87,6 +95,15 @@ def _flag(raw: str) -> bool:
     if value in FALSY:
         return False
     raise ValueError(f"expected one of {sorted(TRUTHY | FALSY)}")
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    if raw.lower() == "none":
+        return ()
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    if bad := [h for h in hosts if not re.fullmatch(r"[a-z0-9.-]+", h)]:
+        raise ValueError(f"not host names: {', '.join(bad)} (e.g. github.com,huggingface.co, or none)")
+    return hosts
 
 
 def _default_threads(concurrency: int) -> int:
@@ -123,9 +140,12 @@ class Settings:
         max_weights_mb: largest weights file a custom model may download (GAN_STUDIO_MAX_WEIGHTS_MB).
         max_models: loaded models kept in memory at once, least recently used dropped first
             (GAN_STUDIO_MAX_MODELS).
-        custom_models: whether users may load models by Hub id, path or upload (GAN_STUDIO_CUSTOM_MODELS).
+        custom_models: whether users may load models by Hub id, URL, path or upload (GAN_STUDIO_CUSTOM_MODELS).
+        url_hosts: hosts a custom model's https URL may name or redirect to (GAN_STUDIO_URL_HOSTS, comma-separated;
+            "none" refuses every URL); see gan_models.urlfetch.
         zero_gpu: the Space says it runs on ZeroGPU (SPACES_ZERO_GPU; `zerogpu.active` asks the `spaces`
             package first).
+        max_video_seconds: longest video clip the Video tab and the CLI take (GAN_STUDIO_MAX_VIDEO_SECONDS).
     """
 
     backend: str = "auto"
@@ -145,7 +165,9 @@ class Settings:
     max_weights_mb: int = 500
     max_models: int = 6
     custom_models: bool = True
+    url_hosts: tuple[str, ...] = DEFAULT_URL_HOSTS
     zero_gpu: bool = False
+    max_video_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -185,7 +207,9 @@ class Settings:
             max_weights_mb=get("max_weights_mb", int),
             max_models=max(1, get("max_models", int)),
             custom_models=get("custom_models", _flag),
+            url_hosts=get("url_hosts", _hosts),
             zero_gpu=is_truthy(environ.get(ENV["zero_gpu"])),
+            max_video_seconds=get("max_video_seconds", float),
         )
 
     def replace(self, **changes: Any) -> Settings:

@@ -11,7 +11,7 @@ repo's "Files and versions" history before deploying where reproducibility matte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +218,8 @@ SPECS: dict[str, ModelSpec] = {
 
 
 def get_spec(
-    model_id: str, *, max_weights_mb: int = Settings.max_weights_mb, custom_models: bool = Settings.custom_models
+    model_id: str, *, max_weights_mb: int = Settings.max_weights_mb, custom_models: bool = Settings.custom_models,
+    url_hosts: Sequence[str] = Settings.url_hosts,
 ) -> ModelSpec:
     """The spec called `model_id`, or a local spec when `model_id` is a model folder (config.json +
     model.safetensors), its config.json, or a train.py run folder (then its final/), or a custom model (a Hub
@@ -236,7 +237,8 @@ def get_spec(
         path = path / "final"  # a train.py run folder: its generator
     if (path / "config.json").is_file() or path.name == "config.json":
         return spec_from_config(path)
-    return resolve_custom(model_id, max_weights_mb=max_weights_mb, enabled=custom_models, known=SPECS)
+    return resolve_custom(model_id, max_weights_mb=max_weights_mb, enabled=custom_models, known=SPECS,
+                          url_hosts=url_hosts)
 
 
 def specs_for_task(task: Task) -> list[ModelSpec]:

@@ -30,6 +30,8 @@ from .errors import WeightsError, first_line
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")
 PREFIXES = ("module.", "_orig_mod.")
 NORM_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+# How torch.save files begin: a zip archive (PyTorch >= 1.6), else a pickle of protocol 2+ (the legacy format).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 def read_state_dict(path: str | Path) -> dict[str, object]:
@@ -46,11 +48,19 @@ def read_state_dict(path: str | Path) -> dict[str, object]:
         raise WeightsError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise WeightsError(f"{path}: file is empty (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        raise WeightsError(f"{path}: is a Git LFS pointer, not the weights: a {path.stat().st_size}-byte text "
+                           "file naming the real file; download the file itself (git lfs pull, or the Hub's "
+                           "download link)")
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         try:
             return dict(load_safetensors(str(path), device="cpu"))
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
+    if not head.startswith(_TORCH_MAGIC):
+        raise WeightsError(f"{path}: not a weights file (neither safetensors nor a PyTorch checkpoint)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
@@ -132,16 +142,13 @@ def canonicalize_state_dict(
     - drops InstanceNorm running statistics that old CycleGAN files carry but the network has no buffer for,
     - adds or removes a leading `model.` when that alone makes the key sets match.
     """
-    cleaned = unwrap_state_dict(state, key_prefix=key_prefix)
+    unwrapped = unwrap_state_dict(state, key_prefix=key_prefix)
     expected = model.state_dict().keys()
-    cleaned = {k: v for k, v in cleaned.items() if k in expected or not k.endswith(NORM_STAT_SUFFIXES)}
-    if set(cleaned) != set(expected):
-        with_model = {f"model.{k}": v for k, v in cleaned.items()}
-        without_model = {k.removeprefix("model."): v for k, v in cleaned.items()}
-        for candidate in (with_model, without_model):
-            if set(candidate) == set(expected):
-                return candidate
-    return cleaned
+    candidates = (unwrapped, {f"model.{k}": v for k, v in unwrapped.items()},
+                  {k.removeprefix("model."): v for k, v in unwrapped.items()})
+    # Stray statistics are judged under the candidate's names: a BatchNorm's running_mean is kept once renamed.
+    kept = [{k: v for k, v in c.items() if k in expected or not k.endswith(NORM_STAT_SUFFIXES)} for c in candidates]
+    return next((c for c in kept if set(c) == set(expected)), kept[0])
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def default_model(specs: dict[str, ModelSpec], task: str, *, device: str) -> str
 
 
 class ResultFiles:
-    """Results saved as uniquely named PNG files (atomically) in a private temporary folder.
+    """Results saved as uniquely named PNG files (and videos as MP4s) atomically in a private temporary folder.
 
     Handlers return images as these files, not as PIL images: Gradio saves a PIL output under a name derived from
     its content and rewrites that file in place, so two requests with the same result (the same example clicked
@@ -66,15 +66,19 @@ class ResultFiles:
         self._lock = threading.Lock()
 
     def write(self, img: Image.Image, stem: str) -> str:
+        return str(imaging.save_png(img, self.path(stem, ".png")))
+
+    def path(self, stem: str, suffix: str) -> Path:
+        """A new unique path in the folder for a result the caller writes (atomically): a PNG, a video's MP4."""
         with self._lock:
             if self._dir is None:
                 self._dir = Path(tempfile.mkdtemp(prefix="gan-studio-"))
             cutoff = time.time() - RESULT_FILES_KEPT_S
-            for old in self._dir.glob("*.png"):
-                if old.stat().st_mtime < cutoff:
+            for old in self._dir.iterdir():
+                if old.suffix in (".png", ".mp4") and old.stat().st_mtime < cutoff:
                     old.unlink(missing_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:60] or "image"
-        return str(imaging.save_png(img, self._dir / f"{safe}-{uuid.uuid4().hex[:12]}.png"))
+        return self._dir / f"{safe}-{uuid.uuid4().hex[:12]}{suffix}"
 
 
 def info_line(translator: Translator, seconds: float, result: Image.Image, *, requested: str) -> str:

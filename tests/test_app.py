@@ -26,7 +26,7 @@ from gan_models.studio import info_line
 
 from .conftest import app_settings, build_app_models, make_tiny_model, rgb_image, serve
 
-PUBLIC_ENDPOINTS = {"/style_transfer", "/sketch_to_photo", "/upscale", "/models"}
+PUBLIC_ENDPOINTS = {"/style_transfer", "/sketch_to_photo", "/upscale", "/video", "/models"}
 MAX_UPSCALE_PIXELS = 120_000
 
 

@@ -142,3 +142,22 @@ def test_custom_model_by_hub_id_upscales(page):
     page.locator("#upscale-model input").click()
     page.get_by_role("option", name="Custom model…").click()  # the id still in its field is the model again
     page.wait_for_function("id => document.querySelector('#upscale-model input').value === id", arg=UPSCALE_ID)
+
+
+def test_video_tab_gives_a_playable_clip_with_sound(page, tmp_path):
+    from .clips import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=12, size=(64, 48), fps=12)
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-input input[type=file]").set_input_files(str(clip))
+    page.locator("#video-run").click()
+    page.locator("#video-info").get_by_text("12 frames, 64x48").wait_for()
+    # the browser itself decodes the result: H.264 frames of the right size, and AAC sound once it plays
+    page.wait_for_function("() => { const v = document.querySelector('#video-output video'); "
+                           "return v && v.readyState >= 2 && v.videoWidth === 64 && v.videoHeight === 48; }")
+    page.evaluate("() => { const v = document.querySelector('#video-output video'); v.muted = true; "
+                  "return v.play(); }")
+    page.wait_for_function("() => document.querySelector('#video-output video').webkitAudioDecodedByteCount > 0")
+    duration = page.evaluate("() => document.querySelector('#video-output video').duration")
+    assert duration == pytest.approx(1.0, abs=0.1)
+    _screenshot(page, "video")

@@ -29,7 +29,7 @@ from mcp import ClientSession, types  # noqa: E402 - after the skip
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 CALL_TIMEOUT_S = 60
-TOOLS = {"style_transfer", "sketch_to_photo", "upscale", "models"}
+TOOLS = {"style_transfer", "sketch_to_photo", "upscale", "video", "models"}
 # Hub ids as the descriptions spell them: the model fields must take them, not only the offered ids.
 HUB_IDS = ["owner/name", "owner/name/RealESRGAN_x4plus.pth", "owner/name/G_A.pth@main#resnet_generator"]
 FILE = "data:image/png;base64,iVBORw0KGgo="  # schema checks only look at the type: any data URL will do
@@ -49,6 +49,10 @@ def documented_arguments() -> dict[str, list[dict[str, Any]]]:
                                        for model in ["tiny-upscale", "custom", *HUB_IDS] for scale in [2, 3, 4]
                                        for tile in ["auto", "none", "128", "256", "512"]),
                     {"image": FILE, "model": "custom", "weights_file": FILE}],
+        "video": [{"video": FILE}, *({"video": FILE, "model": model, "outscale": scale, "reduce_flicker": flicker}
+                                     for model in ["tiny-style", "tiny-upscale", "custom", *HUB_IDS]
+                                     for scale in [2, 3, 4] for flicker in [True, False]),
+                  {"video": FILE, "model": "custom", "weights_file": FILE}],
         "models": [{}],
     }
 

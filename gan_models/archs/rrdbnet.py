@@ -152,9 +152,11 @@ def rrdbnet_kwargs(state: Mapping[str, Tensor]) -> dict[str, int] | None:
     if first is None or "conv_last.weight" not in state or not blocks or "body.0.rdb1.conv1.weight" not in state:
         return None
     out_ch = state["conv_last.weight"].shape[0]
-    # Scales 1 and 2 pixel-unshuffle the input by 4 and 2 (basicsr), so conv_first sees 16x or 4x the channels.
-    scale = 8 if "conv_up3.weight" in state else {1: 4, 4: 2, 16: 1}.get(first.shape[1] // out_ch, 0)
-    unshuffle = {1: 4, 2: 2}.get(scale, 1)
+    # Scales 1 and 2 pixel-unshuffle the input by 4 and 2 (basicsr), so conv_first sees 16x or 4x the channels;
+    # each conv_upN doubles. The scale is what the file does (an x2 file without unshuffle says x2, not x4).
+    unshuffle = {1: 1, 4: 2, 16: 4}.get(first.shape[1] // out_ch, 1)
+    ups = sum(f"conv_up{i}.weight" in state for i in (1, 2, 3))
+    scale = max(1, 2**ups // unshuffle)
     return {"num_in_ch": first.shape[1] // unshuffle**2, "num_out_ch": out_ch, "num_feat": first.shape[0],
             "num_block": len(blocks), "num_grow_ch": state["body.0.rdb1.conv1.weight"].shape[0], "scale": scale}
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..batch import OVERWRITE_REASON, iter_images, output_name, output_suffix, report, translate_file
 from ..errors import GanModelsError
-from ..imaging import IMAGE_SUFFIXES, save_png, write_png
+from ..imaging import IMAGE_SUFFIXES, image_notes, save_png, write_png
 
 LOCAL_WORKERS = 2  # translator actors of a local Ray without --workers (each gets its share of the CPU cores)
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # a local Ray's shared memory: inputs pass through it one file per batch
@@ -101,12 +101,14 @@ class TranslateFiles:
         self.out_fs, self.out_root, self.out_local = _filesystem(out)
         self.tile, self.outscale = tile, outscale
 
-    def _write(self, img: Any, target: str) -> None:
+    def _one(self, source: io.BytesIO, target: str) -> tuple[str, ...]:
+        img = self.translator(source, tile=self.tile, outscale=self.outscale)
         if self.out_local:
             save_png(img, target)
         else:
             with self.out_fs.open_output_stream(target) as stream:
                 write_png(img, stream)
+        return image_notes(img)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         rows: dict[str, list] = {k: [] for k in ("path", "target", "written", "reason", "notes", "fatal", "model",
@@ -118,8 +120,7 @@ class TranslateFiles:
             else:
                 source = io.BytesIO(bytes(data))
                 source.name = path  # messages name the file as the local engine's do
-                result = translate_file(self.translator, source, lambda img, t=target: self._write(img, t),
-                                        tile=self.tile, outscale=self.outscale)
+                result = translate_file(lambda source=source, target=target: self._one(source, target))
                 written, reason, notes, fatal = result.written, result.reason, result.notes, result.fatal
             for key, value in (("path", path), ("target", target), ("written", written), ("reason", reason or ""),
                                ("notes", "\n".join(notes)), ("fatal", fatal or ""),

@@ -642,7 +642,7 @@ def _dynamic_check(spec: ModelSpec, module: Any, path: Path) -> dict[str, Any]:
     lo, hi = spec.value_range
     x = x * (hi - lo) + lo
     with torch.no_grad():
-        ref = module(torch.from_numpy(x)).numpy()
+        ref = module(torch.from_numpy(x.copy())).numpy()  # a copy: some networks scale their input in place (RCAN)
     out = OnnxBackend(path, device="cpu", cache=False)(x)
     diff = float(np.max(np.abs(out - ref))) if out.shape == ref.shape else float("inf")
     return {"input_shape": list(x.shape), "output_shape": list(out.shape), "max_abs_diff": json_float(diff),

@@ -39,7 +39,9 @@ class TorchBackend:
         # (N, C, H, W) float32 -> (N, C', H*s, W*s) float32
         try:
             with torch.inference_mode():
-                t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device, dtype=self._dtype)
+                # A copy (np.array copies): some networks work on their input in place (spandrel's RCAN scales it),
+                # and `x` is the caller's array or a view of the neighbouring tiles' input.
+                t = torch.from_numpy(np.array(x, dtype=np.float32)).to(self.device, dtype=self._dtype)
                 y = self.model(t)
                 return y.float().cpu().numpy()
         except torch.OutOfMemoryError as exc:

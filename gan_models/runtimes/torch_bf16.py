@@ -69,7 +69,8 @@ class TorchBf16Backend:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         # (N, C, H, W) float32 -> (N, C', H*s, W*s) float32
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).contiguous(memory_format=self._memory_format)
+        # A copy, as in TorchBackend: networks that work on their input in place must not change the caller's.
+        t = torch.from_numpy(np.array(x, dtype=np.float32)).contiguous(memory_format=self._memory_format)
         try:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 y = self._model(t)
