@@ -35,7 +35,7 @@ from typing import Any
 
 from gan_models.errors import GanModelsError
 from gan_models.runtimes import tune_malloc
-from training import TrainError
+from training import TrainError, distributed
 from training.config import ARCH_FIELDS, TrainConfig
 from training.modes import MODES
 from training.trainer import StopRequest, Trainer, read_checkpoint
@@ -169,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             trainer = Trainer(cfg)
         spec = trainer.spec
         autocast = f" ({cfg.amp_dtype} autocast)" if trainer.precision.enabled else ""
-        print(f"{cfg.mode}: {spec.arch} {dict(spec.arch_kwargs)} on {trainer.device}{autocast}; "
-              f"{trainer.data.n_train} training images, validation on {trainer.data.val_note}; "
-              f"steps {trainer.step} -> {trainer.total}, batch {cfg.batch_size}, crop {cfg.crop}; writing to {cfg.out}")
+        ranks = f" x {trainer.ranks.world} processes (torchrun)" if trainer.ranks.active else ""
+        if trainer.ranks.main:
+            print(f"{cfg.mode}: {spec.arch} {dict(spec.arch_kwargs)} on {trainer.device}{ranks}{autocast}; "
+                  f"{trainer.data.n_train} training images, validation on {trainer.data.val_note}; steps "
+                  f"{trainer.step} -> {trainer.total}, batch {cfg.batch_size}, crop {cfg.crop}; writing to {cfg.out}")
         deadline = started + cfg.max_minutes * 60 if cfg.max_minutes is not None else None
         code = trainer.fit(stop, deadline)
-        if code == 0:
+        if code == 0 and trainer.ranks.main:
             minutes, seconds = divmod(round(time.monotonic() - started), 60)
             print(f"done: {trainer.step} steps in {minutes} min {seconds} s; generator in {trainer.out / 'final'} "
                   f"(python app.py --weights {trainer.out} offers it; the CLI and gan_models.get_spec load it too)")
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        distributed.stop()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python -m gan_models list [--task upscale]
     python -m gan_models run default-upscale-x4 photo.jpg more/ -o out/ [--tile 256] [--outscale 2]
     python -m gan_models run default-style clip.mp4 -o out/ [--flicker off]     (video: out/clip_default-style.mp4)
+    python -m gan_models run default-upscale-x4 s3://bucket/in -o s3://bucket/out --engine ray [--address auto]
     python -m gan_models eval default-upscale-x4 --data ../shared/data/sr/val [--out eval/]
     python -m gan_models space OWNER/NAME [--hardware zero-a10g] [--private] [--dry-run]   (see gan_models.deploy)
 
@@ -13,14 +14,14 @@ Library errors become one line on stderr (exit 2), never a traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from .batch import iter_images
 from .deploy import add_space_arguments
 from .errors import GanModelsError, InvalidTileError
 from .imaging import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -54,9 +55,9 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="translate or upscale image and video files and folders")
     run.add_argument("model", help="model id (see `list`), a train.py output folder, or a custom model: "
                      "owner/name[/file.pth][#network] on the Hub or a local weights file (docs/custom-models.md)")
-    run.add_argument("inputs", nargs="+", type=Path,
-                     help="image or video files (MP4, WebM, MOV, MKV, animated GIF) or folders (searched recursively)")
-    run.add_argument("-o", "--out", type=Path, required=True, help="output folder (created if missing)")
+    run.add_argument("inputs", nargs="+", help="image or video files (MP4, WebM, MOV, MKV, animated GIF) or folders "
+                     "(searched recursively); with --engine ray images only, also URIs pyarrow opens (s3://, gs://)")
+    run.add_argument("-o", "--out", required=True, help="output folder (created if missing); a URI with --engine ray")
     run.add_argument("--tile", type=_parse_tile, default="auto", help="tile size in input pixels, 0 = none, auto")
     run.add_argument("--outscale", type=float, default=None, help="final scale (default: the model's scale)")
     run.add_argument("--backend", default=settings.backend, help="auto | torch | onnx (default: GAN_STUDIO_BACKEND)")
@@ -66,6 +67,12 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     run.add_argument("--suffix", default=None, help="added to output names (default: _MODEL)")
     run.add_argument("--flicker", choices=("auto", "on", "off"), default="auto",
                      help="video: flicker reduction (auto: on for style models, off for upscalers)")
+    run.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: a loop in this process; ray: Ray Data actors "
+                     "(pip install -r requirements-cluster.txt; docs/scale.md)")
+    run.add_argument("--address", default=None, help="ray: cluster to join ('auto': the running one; default: start "
+                     "a local Ray)")
+    run.add_argument("--workers", type=int, default=None, help="ray: translator actors (default: one per GPU, else 2)")
     ev = sub.add_parser("eval", help="measure quality on a folder of images (see gan_models.evaluate)")
     ev.add_argument("model", help="model id or a train.py output folder")
     ev.add_argument("--data", type=Path, required=True, help="folder of images (HR photos for upscalers)")
@@ -76,19 +83,6 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     ev.add_argument("--device", default=settings.device, help="auto | cpu | cuda (default: GAN_STUDIO_DEVICE)")
     add_space_arguments(sub.add_parser("space", help="publish this checkout as a Hugging Face Space"))
     return parser
-
-
-def iter_images(inputs: Sequence[Path]) -> Iterator[Path]:
-    """Files as given, folders searched recursively for image and video files, in a stable order, each once."""
-    seen: set[Path] = set()
-    for item in inputs:
-        candidates = (sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-                      if item.is_dir() else [item])
-        for path in candidates:
-            key = path.resolve()
-            if key not in seen:
-                seen.add(key)
-                yield path
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -102,18 +96,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        from .engines.ray import run_on_ray
+
+        return run_on_ray(args)
     from .cache import ModelCache
     from .runtimes import requested_backend
     from .specs import get_spec
 
-    out_dir: Path = args.out
+    out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GanModelsError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from exc
     if not _writable(out_dir):
         raise GanModelsError(f"output folder {out_dir} is not writable")
-    files = list(iter_images(args.inputs))
+    files = list(iter_images([Path(p) for p in args.inputs], IMAGE_SUFFIXES | VIDEO_SUFFIXES))
     if not files:
         raise GanModelsError("no input images found in " + ", ".join(map(str, args.inputs)))
 
@@ -128,13 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: argparse.Namespace) -> int:
-    from .custom import file_safe_name
+    from .batch import OVERWRITE_REASON, output_name, output_suffix, report, translate_file
     from .imaging import image_notes, save_png
     from .video import is_video_file
 
     if translator.fallback_reason is not None:
         print(f"note: {translator.fallback_reason}", file=sys.stderr)
-    suffix = args.suffix if args.suffix is not None else f"_{file_safe_name(translator.spec.id)}"
+    suffix = output_suffix(args.suffix, translator.spec.id)
     failures: list[tuple[Path, str]] = [(p, "no such file") for p in files if not p.exists()]
     notes: list[tuple[Path, str]] = []
     written = 0
@@ -142,30 +140,26 @@ def _run_files(translator: Translator, files: list[Path], out_dir: Path, args: a
     for path in bar:
         bar.set_postfix_str(path.name[-30:])
         video = is_video_file(path)
-        target = out_dir / f"{path.stem}{suffix}{'.mp4' if video else '.png'}"
+        target = out_dir / (f"{path.stem}{suffix}.mp4" if video else output_name(path.stem, suffix))
         if target.resolve() == path.resolve():
-            failures.append((path, "output would overwrite the input; choose another -o or --suffix"))
+            failures.append((path, OVERWRITE_REASON))
             continue
-        try:
+
+        def work(path: Path = path, target: Path = target, video: bool = video) -> tuple[str, ...]:
             if video:
-                notes.append((path, _run_video(translator, path, target, args)))
-            else:
-                result = translator(path, tile=args.tile, outscale=args.outscale)
-                save_png(result, target)
-                notes.extend((path, note) for note in image_notes(result))
-            written += 1
-        except GanModelsError as exc:
-            failures.append((path, str(exc)))
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
-                raise GanModelsError(f"cannot write {target}: {exc.strerror}; stopped after {written} files") from exc
-            failures.append((path, f"{type(exc).__name__}: {exc}"))
-    for path, note in notes:
-        print(f"note: {path}: {note}", file=sys.stderr)
-    for path, reason in failures:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"{written} written to {out_dir}, {len(failures)} skipped", file=sys.stderr)
-    return 1 if failures else 0
+                return (_run_video(translator, path, target, args),)
+            result = translator(path, tile=args.tile, outscale=args.outscale)
+            save_png(result, target)
+            return image_notes(result)
+
+        result = translate_file(work)
+        if result.fatal is not None:
+            raise GanModelsError(f"cannot write {target}: {result.fatal}; stopped after {written} files")
+        written += result.written
+        notes.extend((path, note) for note in result.notes)
+        if result.reason is not None:
+            failures.append((path, result.reason))
+    return report(notes, failures, written, out_dir)
 
 
 def _run_video(translator: Translator, path: Path, target: Path, args: argparse.Namespace) -> str:

@@ -78,9 +78,10 @@ def load_image(
         img = src
     else:
         if isinstance(src, (bytes, bytearray)):
-            if len(src) == 0:
-                raise InvalidImageError(f"{name} is empty (0 bytes)")
             src = io.BytesIO(src)
+        if isinstance(src, io.BytesIO):
+            if src.getbuffer().nbytes == 0:
+                raise InvalidImageError(f"{name} is empty (0 bytes)")
         elif isinstance(src, (str, Path)):
             path = Path(src)
             if not path.is_file():
@@ -344,13 +345,18 @@ def save_png(img: Image.Image, path: str | Path) -> Path:
     Raises:
         OSError: the folder is not writable or the disk is full; no partial file is left behind.
     """
-    path = Path(path)
+    return atomic_write(Path(path), lambda tmp: write_png(img, tmp))
+
+
+def write_png(img: Image.Image, dest: str | Path | BinaryIO) -> None:
+    """Encode `img` as `save_png` does (same bytes) into a file or a writable stream (e.g. a pyarrow output stream);
+    not atomic by itself."""
     extra: dict[str, object] = {}
     if img.info.get("icc_profile"):
         extra["icc_profile"] = img.info["icc_profile"]
     if img.info.get("exif"):
         extra["exif"] = img.info["exif"]
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG", compress_level=6, **extra))
+    img.save(dest, format="PNG", compress_level=6, **extra)
 
 
 def for_display(img: Image.Image) -> Image.Image:

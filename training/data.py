@@ -231,14 +231,16 @@ class StepDataset(Dataset):
 
 
 class StepBatches:
-    """Batch sampler: [(step, 0), ..., (step, batch-1)] for each step in [start, total)."""
+    """Batch sampler: [(step, 0), ..., (step, batch-1)] for each step in [start, total); with `share` (a process's
+    slice of the global batch, `Ranks.share`) only those j: the distributed sampler of train.py under torchrun."""
 
-    def __init__(self, start: int, total: int, batch: int) -> None:
-        self.start, self.total, self.batch = start, total, batch
+    def __init__(self, start: int, total: int, batch: int, share: range | None = None) -> None:
+        self.start, self.total = start, total
+        self.share = range(batch) if share is None else share
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.total):
-            yield [(step, j) for j in range(self.batch)]
+            yield [(step, j) for j in self.share]
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)

@@ -24,6 +24,7 @@ from gan_models.weights import save_model_folder
 
 from . import TrainError
 from .data import Data
+from .distributed import Ranks, sync_batch_norm
 from .losses import FeatureTap, GanLoss, ImagePool, gradient_penalty
 
 if TYPE_CHECKING:
@@ -75,13 +76,14 @@ class GanMode:
     card_summary: ClassVar[str]  # what the trained model does, for its model card
     # other generators save_generators writes: {subfolder in the Hub repo: (folder in the run, what it is)}
     published_folders: ClassVar[dict[str, tuple[str, str]]] = {}
+    ranks: Ranks = Ranks()  # the Trainer's, under torchrun: gradients are averaged across them
 
     def __init__(self, *, cfg: TrainConfig, spec: ModelSpec, generator: nn.Module, data: Data, total: int,
                  device: str, precision: Precision, rng: random.Random) -> None:
         self.cfg, self.spec, self.data, self.total = cfg, spec, data, total
         self.device, self.precision, self.rng = device, precision, rng
         self.step = 0
-        self.nets: dict[str, nn.Module] = {"G": generator, **self.more_networks()}
+        self.nets: dict[str, nn.Module] = sync_batch_norm({"G": generator, **self.more_networks()}, device)
         self.pools: dict[str, ImagePool] = self.image_pools()
         memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for net in self.nets.values():
@@ -180,6 +182,7 @@ class GanMode:
     def update(self, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        self.ranks.average_gradients(p for g in opt.param_groups for p in g["params"])
         if self.cfg.grad_clip:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.cfg.grad_clip)

@@ -24,7 +24,7 @@ from gan_models import imaging
 from gan_models.errors import first_line
 from gan_models.files import atomic_write
 
-from . import TrainError
+from . import TrainError, distributed
 from .card import model_card, public_config, public_name, push_to_hub
 from .config import TrainConfig
 from .data import StepBatches, StepDataset
@@ -42,7 +42,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.device = pick_device(cfg.device)
+        self.ranks = distributed.start(pick_device(cfg.device))  # rank 0 of 1 unless started by torchrun
+        self.device = self.ranks.device(pick_device(cfg.device))
         self.device_type = torch.device(self.device).type
         amp = cfg.amp if cfg.amp is not None else self.device_type == "cuda"
         self.precision = Precision(device_type=self.device_type, enabled=amp,
@@ -67,6 +68,8 @@ class Trainer:
             self.total = cfg.epochs * max(1, math.ceil(self.data.n_train / cfg.batch_size))
         self.mode: GanMode = mode(cfg=cfg, spec=self.spec, generator=generator.module, data=self.data,
                                   total=self.total, device=self.device, precision=self.precision, rng=self.rng)
+        self.mode.ranks = self.ranks
+        self.ranks.broadcast_weights(self.mode.nets.values())
         self.step = 0
         self.last_val: dict[str, float] = {}  # the latest validation scores, for the model card
 
@@ -155,20 +158,23 @@ class Trainer:
         Returns the exit code: 0 done, 1 diverged (non-finite losses), 128 + signal number when interrupted.
         """
         cfg = self.cfg
-        workers = cfg.workers if cfg.workers is not None else max(0, min(16, (os.cpu_count() or 1) - 1))
+        cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: shared by ranks
+        workers = cfg.workers if cfg.workers is not None else max(0, min(16, cores - 1))
+        main, share = self.ranks.main, self.ranks.share(cfg.batch_size)
         loader = DataLoader(StepDataset(self.data.sampler, cfg.seed),
-                            batch_sampler=StepBatches(self.step, self.total, cfg.batch_size), num_workers=workers,
+                            batch_sampler=StepBatches(self.step, self.total, cfg.batch_size, share),
+                            num_workers=workers,
                             pin_memory=self.device_type == "cuda", worker_init_fn=ignore_signals,
                             prefetch_factor=4 if workers else None,
                             # its own generator: the loader's worker seeding would otherwise draw from the global
                             # torch RNG and shift it differently in a resumed run (our data uses no worker seeds)
                             generator=torch.Generator().manual_seed(cfg.seed))
-        log = RunLog(self.out, ["step", "seconds", *self.mode.log_columns], resume_step=self.step)
-        bar = progress_bar(self.step, self.total)
+        log = RunLog(self.out, ["step", "seconds", *self.mode.log_columns], resume_step=self.step) if main else None
+        bar = progress_bar(self.step, self.total, disable=not main)
         try:
-            if self.step == 0:  # a baseline row, so the log shows what training changed
+            if self.step == 0 and log is not None:  # a baseline row, so the log shows what training changed
                 log.write({"step": 0, "seconds": 0.0, **self.validate()})
-            start = time.monotonic() - log.seconds_before
+            start = time.monotonic() - (log.seconds_before if log is not None else 0.0)
             sums: dict[str, Tensor] = {}
             logged = self.step  # step of the last log row; losses are averaged over the steps since
             for x, y in loader:
@@ -177,40 +183,46 @@ class Trainer:
                     sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
                 self.step += 1
                 # the last step of this session, planned or not, is always validated, sampled and saved
-                last = bool(self.step == self.total or stop.reason
-                            or (deadline is not None and time.monotonic() > deadline))
+                last = self.step == self.total or self.ranks.any(  # every rank stops at the same step
+                    bool(stop.reason or (deadline is not None and time.monotonic() > deadline)))
                 validate, sample = self.step % cfg.val_every == 0, self.step % cfg.sample_every == 0
                 if self.step % cfg.log_every == 0 or validate or sample or last:
                     row = {"step": self.step, "seconds": round(time.monotonic() - start, 2)}
-                    row |= {k: float(v) / (self.step - logged) for k, v in sums.items()}  # the GPU syncs
+                    row |= {k: float(v) / (self.step - logged)  # the GPU syncs; the mean over the ranks
+                            for k, v in self.ranks.mean(sums).items()}
                     if not all(math.isfinite(v) for v in row.values()):
                         print(f"\nerror: the losses became {row} near step {self.step}; checkpoint.pt is left as "
                               f"it was. Lower --lr, or try --grad-clip 1, --spectral-norm or --gan-loss lsgan",
                               file=sys.stderr)
                         return 1
                     sums, logged = {}, self.step
-                    if validate or last:
-                        row |= self.validate()
-                    if sample or last:
-                        self.write_samples()
-                    log.write(row)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "seconds")},
-                                    refresh=False)
+                    if log is not None:  # rank 0 validates and writes; the other ranks only train
+                        if validate or last:
+                            row |= self.validate()
+                        if sample or last:
+                            self.write_samples()
+                        log.write(row)
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("step", "seconds")},
+                                        refresh=False)
                 bar.update(1)
                 if last:
                     break
-                if self.step % cfg.save_every == 0:
+                if main and self.step % cfg.save_every == 0:
                     self.save_checkpoint()
         finally:
             bar.close()
-            log.close()
-        self.save_checkpoint()
-        final = self.write_final()
+            if log is not None:
+                log.close()
+        final = None
+        if main:
+            self.save_checkpoint()
+            final = self.write_final()
         if stop.reason and self.step < self.total:
-            print(f"{stop.reason}: saved {self.out / 'checkpoint.pt'} and {final} at step {self.step}; continue "
-                  f"with: python train.py {cfg.mode} --out {self.out} --resume", file=sys.stderr)
+            if main:
+                print(f"{stop.reason}: saved {self.out / 'checkpoint.pt'} and {final} at step {self.step}; continue "
+                      f"with: python train.py {cfg.mode} --out {self.out} --resume", file=sys.stderr)
             return 128 + int(getattr(signal, stop.reason))
-        if cfg.push_to_hub:
+        if main and cfg.push_to_hub:
             push_to_hub(final, cfg.push_to_hub, {sub: self.out / folder for sub, (folder, _)
                                                  in type(self.mode).published_folders.items()})
         return 0
@@ -286,10 +298,11 @@ class RunLog:
             self.tb.close()
 
 
-def progress_bar(start: int, total: int) -> Any:
+def progress_bar(start: int, total: int, *, disable: bool = False) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr, smoothing=0.05)
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr, smoothing=0.05,
+                disable=disable)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
