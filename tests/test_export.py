@@ -506,6 +506,7 @@ def test_a_transposed_conv_and_its_sub_pixel_conv_compute_the_same(bias):
         torch.testing.assert_close(twin(x), net(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # 7-8 s: two exports and OpenVINO compiles
 def test_the_sub_pixel_graph_has_no_transposed_convs_and_matches_torch(tiny_specs, tmp_path):
     spec = tiny_specs["sketch2photo"]  # a U-Net: its upsampling is ConvTranspose(k=4, s=2, p=1)
     module = load_model(spec, allow_fallback=False).module
@@ -521,6 +522,7 @@ def test_the_sub_pixel_graph_has_no_transposed_convs_and_matches_torch(tiny_spec
     assert again.sidecar["created"] == sub.sidecar["created"]  # reused, not exported twice
 
 
+@pytest.mark.slow  # 7-8 s: two exports and OpenVINO compiles
 def test_openvino_bf16_competes_on_both_graphs_where_the_net_has_transposed_convs(tiny_specs, tmp_path, monkeypatch):
     from gan_models.runtimes import registry
 
