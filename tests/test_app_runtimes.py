@@ -63,6 +63,7 @@ def test_first_request_answers_on_torch_and_later_ones_on_the_chosen_runtime(tmp
     assert mse == 0 or 10 * np.log10(255.0**2 / mse) >= 40
 
 
+@pytest.mark.slow  # 10 s: a background preparation to its switch; CI's slow step runs it
 def test_a_fallback_entry_follows_the_switch_of_the_model_it_shares(tmp_path, preparer, exported_only, offline_hub):
     cache = ModelCache(build_app_models(tmp_path / "models"), settings=app_settings(backend="auto", device="cpu"))
     hub, own = cache.get("hub-style"), cache.get("tiny-style")

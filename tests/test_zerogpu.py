@@ -80,6 +80,7 @@ def _space_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO), **extra}
 
 
+@pytest.mark.slow  # 13-50 s (a whole app boot in a subprocess): CI's slow step runs it
 @pytest.mark.zerogpu  # ~20-50 s (a whole app boot in a subprocess); essential: the acceptance check
 def test_emulated_zerogpu_boot_is_clean_and_gpu_calls_report_back(tmp_path, device_api):
     pytest.importorskip("spaces", reason="CI installs it (requirements-dev.txt)")
