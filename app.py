@@ -499,10 +499,7 @@ class Studio:
         """
         if image is None:
             raise gr.Error("Upload an image first")
-        try:
-            scale = float(outscale)
-        except (TypeError, ValueError):
-            raise gr.Error(f"outscale must be 1, 2, 3 or 4, not {outscale!r}") from None
+        scale = _outscale(outscale, "1, 2, 3 or 4")
         if not 1 <= scale <= 8:
             raise gr.Error(f"outscale must be between 1 and 8, not {outscale}")
         with _user_errors():
@@ -545,10 +542,7 @@ class Studio:
         """
         if video is None:
             raise gr.Error("Upload a video first")
-        try:
-            scale = float(outscale)
-        except (TypeError, ValueError):
-            raise gr.Error(f"outscale must be 2, 3 or 4, not {outscale!r}") from None
+        scale = _outscale(outscale, "2, 3 or 4")
         with _user_errors(_named(model, weights_file)), \
                 self._model(model, ("style", "upscale"), progress, weights_file) as translator:
             upscaler = translator.spec.task == "upscale"
@@ -591,6 +585,14 @@ class Studio:
         """Backend and device in use, for the Settings panel."""
         summary = runtime_summary(self.config, self.specs, upload_mb=upload_weights_mb(self.config))
         return summary + (f" · **ZeroGPU:** {zerogpu.describe(self.gpu_runs)}" if zerogpu.active() else "")
+
+
+def _outscale(value: Any, allowed: str) -> float:
+    """The output scale an API caller sent, as a number; anything else is one line naming the allowed values."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"outscale must be {allowed}, not {value!r}") from None
 
 
 def _session(request: gr.Request | None) -> str:
