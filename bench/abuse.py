@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.procs import stop
+
 REPO = Path(__file__).resolve().parents[1]
 FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
 HUB_MODEL = "probe/tiny-x4/x4.pth"
@@ -161,12 +163,7 @@ def live_app(repo: Path, folder: Path, *, budget_mb: int, kill_mb: int) -> Itera
         finally:
             watchdog.stop()
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(process, 20)
         log.close()
 
 

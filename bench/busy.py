@@ -26,6 +26,7 @@ from functools import partial
 
 import numpy as np
 
+from bench.procs import stop
 from bench.run import PAUSE_S, TABS, load_model, make_path, tab_input
 
 PICK_MODELS = ("style", "sketch", "upscale")  # the tabs of the bundled models
@@ -56,12 +57,7 @@ def competing(enabled: bool = True) -> Iterator[str]:
     try:
         yield f"a competing process (pid {proc.pid}) burns CPU {cpu if cpu is not None else '(any)'}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 10)
 
 
 @dataclass(frozen=True)

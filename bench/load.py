@@ -32,6 +32,8 @@ import numpy as np
 import psutil
 from PIL import Image
 
+from bench.procs import stop
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ENDPOINTS = ("/style_transfer", "/sketch_to_photo", "/upscale")
@@ -354,12 +356,7 @@ def tiny_server(workdir: Path, *, concurrency: int = 2, queue_size: int = 64, st
             time.sleep(0.2)
         yield Server(url=url, pid=proc.pid, concurrency=concurrency, stats_file=stats)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 20)
         log.close()
 
 
